@@ -91,3 +91,15 @@ class Source(ABC):
     def describe(self) -> dict[str, Any]:
         """What the manifest records about this source."""
         return {"kind": self.kind}
+
+
+def stable_fold(key: str, n_folds: int = 10) -> int:
+    """Deterministic fold 1..n_folds from a record or patient key (same on every machine).
+
+    Used for sources without official folds, as the paper did (10 folds per source), so that
+    "pretrain on folds 1-8, validate on 9" means the same records everywhere.
+    """
+    import hashlib
+
+    digest = hashlib.sha256(str(key).encode()).digest()
+    return int.from_bytes(digest[:8], "little") % n_folds + 1
