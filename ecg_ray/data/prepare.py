@@ -1,0 +1,174 @@
+"""``ecg-ray prepare``: read sources in a process pool, apply exclusions, write one store.
+
+Records are read in parallel (reading and resampling dominate) but written in the sources'
+stable order, so the same inputs always give the same store. A bad record is skipped and
+listed with its file and reason (``on_error="skip"``) or stops the run (``"fail"``).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from tqdm import tqdm
+
+from ecg_ray.data.sources.base import Record, SkippedRecord, Source
+from ecg_ray.data.store import DEFAULT_CHUNK_SAMPLES, DEFAULT_CODEC, StoreWriter
+from ecg_ray.errors import EcgRayError, RecordError, SourceError
+
+
+@dataclass
+class Exclusions:
+    """Records kept out of a corpus; every exclusion is counted by reason in the manifest.
+
+    ``ptbxl_db`` + ``ptbxl_folds`` removes every record of a patient who has a PTB-XL record in
+    those folds, in any source (PTB-XL itself, or the PTB-XL part of CinC via ``HR<ecg_id>``),
+    so e.g. pretraining on CinC never sees a PTB-XL test patient.
+    """
+
+    datasets: set[str] = field(default_factory=set)
+    folds: set[int] = field(default_factory=set)
+    patients: set[str] = field(default_factory=set)
+    ptbxl_db: Path | None = None
+    ptbxl_folds: set[int] = field(default_factory=set)
+
+    def __post_init__(self):
+        self._ecg_to_patient: dict[int, str] = {}
+        self._held_out_patients: set[str] = set()
+        if self.ptbxl_folds and self.ptbxl_db is None:
+            raise SourceError("--exclude-ptbxl-folds needs --ptbxl-db (the ptbxl_database.csv to map patients)")
+        if self.ptbxl_db is not None:
+            try:
+                db = pd.read_csv(self.ptbxl_db, usecols=["ecg_id", "patient_id", "strat_fold"])
+            except Exception as exc:
+                raise SourceError(f"{self.ptbxl_db}: unreadable PTB-XL database ({exc})") from None
+            patients = db["patient_id"].astype(float).astype(int).astype(str)
+            self._ecg_to_patient = dict(zip(db["ecg_id"].astype(int), patients, strict=True))
+            self._held_out_patients = set(patients[db["strat_fold"].isin(self.ptbxl_folds)])
+
+    def reason(self, record: Record) -> str | None:
+        """Why a record is excluded, or None to keep it."""
+        if record.dataset in self.datasets:
+            return f"dataset={record.dataset}"
+        fold = record.metadata.get("fold")
+        if fold is not None and int(fold) in self.folds:
+            return f"fold={int(fold)}"
+        patient = str(record.metadata.get("patient_id", record.id))
+        if patient in self.patients:
+            return "patient listed"
+        if self._held_out_patients:
+            folds = ",".join(map(str, sorted(self.ptbxl_folds)))
+            ecg_id = record.metadata.get("ptbxl_ecg_id", -1)
+            if record.dataset == "ptbxl" and ecg_id in (-1, None) and record.id.isdigit():
+                ecg_id = int(record.id)  # PTB-XL's own records: id is the ecg_id
+            mapped = self._ecg_to_patient.get(int(ecg_id)) if ecg_id not in (-1, None) else None
+            if mapped in self._held_out_patients:
+                return f"ptbxl patient in folds {folds}"
+        return None
+
+    def describe(self) -> dict:
+        return {"datasets": sorted(self.datasets), "folds": sorted(self.folds),
+                "patients": len(self.patients), "ptbxl_db": str(self.ptbxl_db) if self.ptbxl_db else None,
+                "ptbxl_folds": sorted(self.ptbxl_folds)}
+
+
+def _read_one(job: tuple[Source, object]) -> Record | SkippedRecord:
+    source, ref = job
+    try:
+        return source.read(ref)
+    except RecordError as exc:
+        return SkippedRecord(exc.record_id, exc.file, exc.reason)
+    except Exception as exc:  # a reader bug or an exotic file: still named, never silent
+        record_id, file = source.ref_id(ref)
+        return SkippedRecord(record_id, file, f"unexpected {type(exc).__name__}: {exc}")
+
+
+def _jobs(sources: list[Source]) -> Iterator[tuple[Source, object]]:
+    for source in sources:
+        for ref in source.refs():
+            yield source, ref
+
+
+def prepare_store(
+    sources: list[Source],
+    out: str | Path,
+    *,
+    fs: float = 100.0,
+    on_error: str = "skip",
+    exclusions: Exclusions | None = None,
+    chunk_samples: int = DEFAULT_CHUNK_SAMPLES,
+    codec: str = DEFAULT_CODEC,
+    workers: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Read all sources into a new store at ``out``; returns its manifest."""
+    if on_error not in ("skip", "fail"):
+        raise EcgRayError(f"--on-error must be 'skip' or 'fail', got {on_error!r}")
+    if not sources:
+        raise SourceError("no sources given")
+    for source in sources:
+        if source.fs_out != fs:
+            raise SourceError(f"source {source.kind} resamples to {source.fs_out} Hz, store is {fs} Hz")
+    exclusions = exclusions or Exclusions()
+    workers = workers if workers is not None else min(4, os.cpu_count() or 1)
+    total = sum(len(s.refs()) for s in sources)
+    source_of_kind = {id(s): s for s in sources}
+    writer = StoreWriter(Path(out), fs=fs, chunk_samples=chunk_samples, codec=codec, overwrite=overwrite)
+    pool = None
+    try:
+        if workers > 1:
+            # fork is cheap and sources are plain objects; spawn would re-import torch in workers.
+            ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+            pool = ctx.Pool(workers)
+            results = pool.imap(_read_one, _jobs(sources), chunksize=8)
+        else:
+            results = map(_read_one, _jobs(sources))
+        source_by_record = _source_iter(sources)
+        bar = tqdm(total=total, desc=f"prepare {Path(out).name}", unit="rec", disable=not progress, mininterval=0.5,
+                   dynamic_ncols=True)
+        with bar:
+            for result in results:
+                source = next(source_by_record)
+                bar.update(1)
+                if isinstance(result, SkippedRecord):
+                    if on_error == "fail":
+                        raise RecordError(result.id, result.file, result.reason)
+                    writer.skip(result)
+                    continue
+                reason = exclusions.reason(result)
+                if reason is not None:
+                    writer.exclude(reason)
+                    continue
+                writer.add(result, source.extra_label_columns(result))
+                bar.set_postfix(skipped=len(writer.skipped), excluded=sum(writer.excluded.values()))
+        label_names, label_sets = _labels_of(sources)
+        manifest = writer.finalize(
+            sources=[{**s.describe(), "records_listed": len(s.refs())} for s in source_of_kind.values()],
+            label_names=label_names, label_sets=label_sets,
+            extra={"exclusions": exclusions.describe(), "on_error": on_error},
+        )
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        if pool is not None:
+            pool.terminate()
+    return manifest
+
+
+def _source_iter(sources: list[Source]) -> Iterator[Source]:
+    for source in sources:
+        for _ in source.refs():
+            yield source
+
+
+def _labels_of(sources: list[Source]) -> tuple[list[str] | None, dict[str, list[str]]]:
+    """Label names and views: a source's own ordered set when there is exactly one such source."""
+    if len(sources) == 1:
+        return sources[0].label_names(), sources[0].label_sets()
+    return None, {}

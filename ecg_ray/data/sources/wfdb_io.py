@@ -1,0 +1,93 @@
+"""Reading one WFDB record (.hea + .dat/.mat) with the checks the header allows.
+
+PTB-XL and the PhysioNet/CinC challenges both ship WFDB records. Their headers carry the
+signal length, ADC gain, baseline, initial values and a per-lead checksum, so a corrupt or
+truncated data file, or a header that disagrees with its data, is detected here rather than
+silently stored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import wfdb
+
+from ecg_ray.errors import RecordError
+
+# Scale factors to millivolts for the units seen in WFDB headers.
+_TO_MV = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "v": 1e3, "nu": 1.0, "": 1.0}
+
+
+def read_wfdb(record_path: str | Path, record_id: str) -> tuple[np.ndarray, float, list[str], list[str]]:
+    """Return (signal in mV as float64 (time, leads), fs, lead names, header comments).
+
+    ``record_path`` is the path without extension. Raises RecordError naming the file on any
+    problem: missing or unreadable files, truncated data, header/data disagreement (length,
+    initial value, checksum), invalid samples or unknown units.
+    """
+    record_path = Path(record_path)
+    header_file = str(record_path) + ".hea"
+    if not Path(header_file).exists():
+        raise RecordError(record_id, header_file, "header file not found")
+    try:
+        header = wfdb.rdheader(str(record_path))
+    except Exception as exc:  # wfdb raises many types for malformed headers
+        raise RecordError(record_id, header_file, f"unreadable header: {exc}") from None
+    data_files = sorted(set(header.file_name or []))
+    if not data_files:
+        raise RecordError(record_id, header_file, "header lists no signal file")
+    data_file = str(record_path.parent / data_files[0])
+    if not Path(data_file).exists():
+        raise RecordError(record_id, data_file, "signal file named in the header not found")
+    try:
+        record = wfdb.rdrecord(str(record_path), physical=False)
+    except Exception as exc:
+        raise RecordError(record_id, data_file, f"cannot read signal data ({type(exc).__name__}: {exc})") from None
+    digital = record.d_signal
+    if digital is None or digital.ndim != 2 or digital.shape[0] == 0:
+        raise RecordError(record_id, data_file, "no samples in signal file")
+    if header.sig_len and digital.shape[0] != header.sig_len:
+        raise RecordError(
+            record_id, data_file,
+            f"truncated: header says {header.sig_len} samples, file holds {digital.shape[0]}",
+        )
+    if digital.shape[1] != header.n_sig:
+        raise RecordError(record_id, data_file,
+                          f"header says {header.n_sig} leads, file holds {digital.shape[1]}")
+    _check_against_header(record, digital, record_id, data_file)
+    gains = np.asarray(record.adc_gain, dtype=np.float64)
+    if np.any(gains == 0) or not np.all(np.isfinite(gains)):
+        raise RecordError(record_id, header_file, f"invalid ADC gain(s) {list(record.adc_gain)}")
+    scale = []
+    for unit in record.units or [""] * digital.shape[1]:
+        factor = _TO_MV.get(str(unit).strip().lower())
+        if factor is None:
+            raise RecordError(record_id, header_file, f"unknown signal unit {unit!r}")
+        scale.append(factor)
+    signal = (digital - np.asarray(record.baseline, dtype=np.float64)) / gains * np.asarray(scale)
+    return signal, float(record.fs), list(record.sig_name), list(record.comments or [])
+
+
+def _check_against_header(record, digital: np.ndarray, record_id: str, data_file: str) -> None:
+    """Compare data with the header's initial values and 16-bit checksums, where given."""
+    invalid = _invalid_sample_value(record.fmt)
+    if invalid is not None and np.any(digital == invalid):
+        n = int(np.sum(digital == invalid))
+        raise RecordError(record_id, data_file, f"{n} missing/invalid sample(s) (value {invalid})")
+    if record.init_value is not None:
+        init = np.asarray(record.init_value)
+        if init.shape[0] == digital.shape[1] and np.any(digital[0] != init):
+            raise RecordError(record_id, data_file, "first samples disagree with the header's initial values")
+    if record.checksum is not None:
+        expected = np.asarray(record.checksum, dtype=np.int64) % 65536
+        actual = digital.astype(np.int64).sum(axis=0) % 65536
+        if expected.shape == actual.shape and np.any(expected != actual):
+            bad = [record.sig_name[i] for i in np.flatnonzero(expected != actual)]
+            raise RecordError(record_id, data_file, f"checksum mismatch in lead(s) {bad}: data corrupt")
+
+
+def _invalid_sample_value(fmts) -> int | None:
+    """WFDB marks missing samples with the most negative value of the storage format."""
+    fmt = str((fmts or ["16"])[0])
+    return {"16": -32768, "61": -32768, "80": -128, "212": -2048, "24": -(2**23), "32": -(2**31)}.get(fmt)

@@ -1,0 +1,346 @@
+"""The prepared corpus on disk: one zarr v3 store + Parquet tables + a JSON manifest.
+
+Layout of ``STORE/``::
+
+    zarr.json            zarr v3 root group
+    signals/             zarr array (total_samples, 12) float32 mV; records concatenated in time,
+                         each kept whole at its true length (no truncation or padding)
+    records.parquet      one row per record: id, dataset, file, offset, length, fs_original,
+                         fold, patient_id, age, sex, ... (offset/length index into ``signals``)
+    labels.parquet       one uint8 column per label (the store's label names, then derived views)
+    manifest.json        written last: schema version, rate, lead order, label names and views,
+                         sources, counts, skipped records with reasons, exclusions, checksums
+
+Concatenating records along time (channels last) makes a group of consecutive records one
+contiguous slice, so a stream reads a few large chunks and cuts crops with one strided view.
+
+Creation is atomic: everything is written into a hidden sibling directory and renamed into place
+only after the manifest (with checksums of every file) is complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import zarr
+from zarr import codecs
+
+import ecg_ray
+from ecg_ray.data.signal import CANONICAL_LEADS
+from ecg_ray.data.sources.base import Record, SkippedRecord
+from ecg_ray.errors import StoreError
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+RECORDS_TABLE = "records.parquet"
+LABELS_TABLE = "labels.parquet"
+SIGNALS = "signals"
+
+# 131072 samples x 12 leads x 4 bytes = 6 MiB per chunk: large enough that per-chunk overhead
+# (and per-object latency on cloud storage) is small, small enough to stream.
+DEFAULT_CHUNK_SAMPLES = 131_072
+CODECS = ("none", "lz4", "zstd")
+# Chosen by bench/store_codec.py: see bench/RESULTS.md.
+DEFAULT_CODEC = "none"
+
+
+def make_compressors(codec: str):
+    """zarr v3 compressor list for a codec name."""
+    if codec == "none":
+        return None
+    if codec == "lz4":
+        return [codecs.BloscCodec(cname="lz4", clevel=5, shuffle="shuffle", typesize=4)]
+    if codec == "zstd":
+        return [codecs.ZstdCodec(level=3)]
+    raise StoreError(f"unknown codec {codec!r}; choose one of {', '.join(CODECS)}")
+
+
+def label_sort_key(name: str):
+    """Numeric codes (SNOMED-CT) in numeric order, other names alphabetically after them."""
+    return (0, int(name), "") if name.isdigit() else (1, 0, name)
+
+
+@dataclass
+class StoreWriter:
+    """Streams standardized records into a new store; ``finalize`` makes it visible atomically."""
+
+    out: Path
+    fs: float
+    chunk_samples: int = DEFAULT_CHUNK_SAMPLES
+    codec: str = DEFAULT_CODEC
+    overwrite: bool = False
+    _rows: list[dict[str, Any]] = field(default_factory=list, init=False)
+    _labels: list[dict[str, int]] = field(default_factory=list, init=False)
+    skipped: list[SkippedRecord] = field(default_factory=list, init=False)
+    excluded: Counter = field(default_factory=Counter, init=False)
+
+    def __post_init__(self):
+        self.out = Path(self.out)
+        if self.out.exists() and not self.overwrite:
+            raise StoreError(f"{self.out} already exists (use --overwrite to replace it)")
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.out.parent / f".{self.out.name}.partial-{uuid.uuid4().hex[:8]}"
+        self.tmp.mkdir()
+        self._root = zarr.open_group(str(self.tmp), mode="w", zarr_format=3)
+        self._signals = self._root.create_array(
+            SIGNALS, shape=(0, len(CANONICAL_LEADS)), chunks=(self.chunk_samples, len(CANONICAL_LEADS)),
+            dtype="float32", compressors=make_compressors(self.codec), fill_value=0.0,
+            dimension_names=("time", "lead"),
+        )
+        self._buffer = np.empty((self.chunk_samples, len(CANONICAL_LEADS)), dtype=np.float32)
+        self._buffered = 0
+        self._written = 0
+
+    @property
+    def n_records(self) -> int:
+        return len(self._rows)
+
+    def add(self, record: Record, extra_labels: dict[str, int] | None = None) -> None:
+        """Append one record (signal already standardized to the store's rate and leads)."""
+        if record.fs != self.fs:
+            raise StoreError(f"record {record.id} is at {record.fs} Hz, store is at {self.fs} Hz")
+        signal = record.signal
+        offset = self._written + self._buffered
+        self._append(signal)
+        row = {"id": record.id, "dataset": record.dataset, "file": record.file, "offset": offset,
+               "length": int(signal.shape[0]), "fs_original": float(record.fs_original)}
+        row.update(record.metadata)
+        self._rows.append(row)
+        labels = dict.fromkeys(record.labels, 1)
+        labels.update(extra_labels or {})
+        self._labels.append(labels)
+
+    def _append(self, signal: np.ndarray) -> None:
+        # Fill a chunk-sized buffer and write whole chunks, so every write is chunk-aligned.
+        pos = 0
+        while pos < len(signal):
+            take = min(len(signal) - pos, self.chunk_samples - self._buffered)
+            self._buffer[self._buffered:self._buffered + take] = signal[pos:pos + take]
+            self._buffered += take
+            pos += take
+            if self._buffered == self.chunk_samples:
+                self._flush()
+
+    def _flush(self) -> None:
+        if self._buffered:
+            self._signals.append(self._buffer[:self._buffered], axis=0)
+            self._written += self._buffered
+            self._buffered = 0
+
+    def skip(self, skipped: SkippedRecord) -> None:
+        self.skipped.append(skipped)
+
+    def exclude(self, reason: str) -> None:
+        self.excluded[reason] += 1
+
+    def finalize(self, *, sources: list[dict], label_names: list[str] | None,
+                 label_sets: dict[str, list[str]] | None = None, extra: dict | None = None) -> dict:
+        """Write tables and manifest, then move the store into place. Returns the manifest."""
+        self._flush()
+        if not self._rows:
+            self.abort()
+            reasons = Counter(s.reason.split(":")[0] for s in self.skipped)
+            raise StoreError(f"no usable records: {len(self.skipped)} skipped "
+                             f"({dict(reasons) or 'none read'}), {sum(self.excluded.values())} excluded")
+        seen = sorted({name for labels in self._labels for name in labels}, key=label_sort_key)
+        names = list(label_names) if label_names is not None else [n for n in seen if ":" not in n]
+        derived = [n for n in seen if n not in names]
+        columns = names + derived
+        label_matrix = np.zeros((len(self._labels), len(columns)), dtype=np.uint8)
+        index = {n: j for j, n in enumerate(columns)}
+        for i, labels in enumerate(self._labels):
+            for name in labels:
+                label_matrix[i, index[name]] = 1
+        sets = {"all": names}
+        sets.update(label_sets or {})
+        for view, members in sets.items():
+            for name in members:
+                if name not in index:  # a view member no record carries: keep an all-zero column
+                    index[name] = len(columns)
+                    columns.append(name)
+                    label_matrix = np.concatenate([label_matrix, np.zeros((len(label_matrix), 1), np.uint8)], 1)
+
+        records = pd.DataFrame(self._rows)
+        records.insert(0, "record_index", np.arange(len(records), dtype=np.int64))
+        for column in ("patient_id", "id", "dataset", "file"):
+            if column in records:
+                records[column] = records[column].astype(str)
+        records.to_parquet(self.tmp / RECORDS_TABLE, index=False)
+        pd.DataFrame(label_matrix, columns=columns).to_parquet(self.tmp / LABELS_TABLE, index=False)
+
+        total = int(records["length"].sum())
+        manifest = {
+            "format": "ecg_ray.store",
+            "schema_version": SCHEMA_VERSION,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "ecg_ray_version": ecg_ray.__version__,
+            "fs": self.fs,
+            "leads": list(CANONICAL_LEADS),
+            "units": "mV",
+            "dtype": "float32",
+            "records": len(records),
+            "samples": total,
+            "chunk_samples": self.chunk_samples,
+            "codec": self.codec,
+            "label_names": names,
+            "label_sets": sets,
+            "sources": sources,
+            "per_dataset": {str(k): int(v) for k, v in records["dataset"].value_counts().sort_index().items()},
+            "per_fold": ({str(int(k)): int(v) for k, v in records["fold"].value_counts().sort_index().items()}
+                         if "fold" in records else {}),
+            "skipped": [s.to_dict() for s in self.skipped],
+            "excluded": dict(self.excluded),
+            **(extra or {}),
+        }
+        manifest["checksums"] = checksum_files(self.tmp)
+        manifest["bytes"] = directory_bytes(self.tmp)
+        with open(self.tmp / MANIFEST, "w") as f:
+            json.dump(manifest, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        self._move_into_place()
+        return manifest
+
+    def _move_into_place(self) -> None:
+        old = None
+        if self.out.exists():
+            if not self.overwrite:
+                raise StoreError(f"{self.out} appeared while preparing; not replacing it")
+            old = self.out.parent / f".{self.out.name}.old-{uuid.uuid4().hex[:8]}"
+            os.rename(self.out, old)
+        os.rename(self.tmp, self.out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def abort(self) -> None:
+        """Remove the partial store (an interrupted prepare leaves nothing that looks complete)."""
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def checksum_files(root: Path) -> dict[str, str]:
+    """sha256 of every file under ``root`` except the manifest, keyed by relative POSIX path."""
+    out = {}
+    for path in sorted(p for p in Path(root).rglob("*") if p.is_file() and p.name != MANIFEST):
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                digest.update(block)
+        out[path.relative_to(root).as_posix()] = digest.hexdigest()
+    return out
+
+
+def directory_bytes(root: Path) -> int:
+    return int(sum(p.stat().st_size for p in Path(root).rglob("*") if p.is_file()))
+
+
+class EcgStore:
+    """A prepared store opened for reading (metadata in memory, signals read lazily)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        manifest_file = self.path / MANIFEST
+        if not self.path.is_dir():
+            raise StoreError(f"{self.path}: no such store directory")
+        if not manifest_file.exists():
+            raise StoreError(f"{self.path}: no {MANIFEST}; not an ecg_ray store, or an interrupted prepare")
+        try:
+            self.manifest = json.loads(manifest_file.read_text())
+        except json.JSONDecodeError as exc:
+            raise StoreError(f"{manifest_file}: corrupt manifest ({exc})") from None
+        if self.manifest.get("format") != "ecg_ray.store":
+            raise StoreError(f"{manifest_file}: not an ecg_ray store manifest")
+        version = self.manifest.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise StoreError(f"{self.path}: store schema version {version}, this ecg_ray reads "
+                             f"{SCHEMA_VERSION}; prepare the store again")
+        self.records = pd.read_parquet(self.path / RECORDS_TABLE)
+        self._labels: pd.DataFrame | None = None
+
+    @property
+    def fs(self) -> float:
+        return float(self.manifest["fs"])
+
+    @property
+    def leads(self) -> list[str]:
+        return list(self.manifest["leads"])
+
+    @property
+    def label_names(self) -> list[str]:
+        return list(self.manifest["label_names"])
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def signals(self) -> zarr.Array:
+        return zarr.open_array(str(self.path / SIGNALS), mode="r")
+
+    def label_matrix(self, label_set: str = "all") -> np.ndarray:
+        """(records, labels) uint8 matrix for a named label view (default: all label names)."""
+        sets = self.manifest.get("label_sets", {})
+        if label_set not in sets:
+            raise StoreError(f"label set {label_set!r} not in store; available: {sorted(sets)}")
+        if self._labels is None:
+            self._labels = pd.read_parquet(self.path / LABELS_TABLE)
+        return self._labels[sets[label_set]].to_numpy(dtype=np.uint8)
+
+    def signal(self, index: int) -> np.ndarray:
+        """One record as (time, 12) float32 mV."""
+        row = self.records.iloc[index]
+        start = int(row["offset"])
+        return self.signals()[start:start + int(row["length"])]
+
+    def verify(self) -> list[str]:
+        """Re-check every checksum and the index; returns a list of problems (empty = intact)."""
+        problems = []
+        expected = self.manifest.get("checksums", {})
+        actual = checksum_files(self.path)
+        for name, digest in expected.items():
+            if name not in actual:
+                problems.append(f"{name}: missing")
+            elif actual[name] != digest:
+                problems.append(f"{name}: checksum mismatch")
+        for name in sorted(set(actual) - set(expected)):
+            problems.append(f"{name}: unexpected file (not in manifest)")
+        if not problems:
+            lengths = self.records["length"].to_numpy()
+            offsets = self.records["offset"].to_numpy()
+            if len(self.records) != self.manifest["records"]:
+                problems.append("records.parquet row count differs from manifest")
+            elif np.any(offsets != np.concatenate([[0], np.cumsum(lengths)[:-1]])):
+                problems.append("records.parquet offsets are not contiguous")
+            elif self.signals().shape[0] != int(lengths.sum()):
+                problems.append("signals length differs from the sum of record lengths")
+        return problems
+
+    def summary(self) -> dict:
+        """The machine-readable summary printed by ``ecg-ray inspect --json``."""
+        m = self.manifest
+        return {
+            "path": str(self.path),
+            "records": int(m["records"]),
+            "leads": list(m["leads"]),
+            "fs": m["fs"],
+            "label_names": list(m["label_names"]),
+            "label_sets": {k: len(v) for k, v in m.get("label_sets", {}).items()},
+            "per_fold": m.get("per_fold", {}),
+            "per_dataset": m.get("per_dataset", {}),
+            "skipped": m.get("skipped", []),
+            "excluded": m.get("excluded", {}),
+            "bytes": directory_bytes(self.path),
+            "samples": int(m["samples"]),
+            "hours": round(int(m["samples"]) / float(m["fs"]) / 3600, 3),
+            "codec": m.get("codec"),
+            "schema_version": m["schema_version"],
+            "sources": m.get("sources", []),
+        }
