@@ -164,12 +164,11 @@ class StoreWriter:
                 label_matrix[i, index[name]] = 1
         sets = {"all": names}
         sets.update(label_sets or {})
-        for view, members in sets.items():
-            for name in members:
-                if name not in index:  # a view member no record carries: keep an all-zero column
-                    index[name] = len(columns)
-                    columns.append(name)
-                    label_matrix = np.concatenate([label_matrix, np.zeros((len(label_matrix), 1), np.uint8)], 1)
+        # A view member no record carries still gets a column (all zeros), so every view resolves.
+        missing = list(dict.fromkeys(n for members in sets.values() for n in members if n not in index))
+        if missing:
+            columns += missing
+            label_matrix = np.concatenate([label_matrix, np.zeros((len(label_matrix), len(missing)), np.uint8)], 1)
 
         records = pd.DataFrame(self._rows)
         records.insert(0, "record_index", np.arange(len(records), dtype=np.int64))
