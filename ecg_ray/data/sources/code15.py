@@ -138,7 +138,8 @@ class Code15Source(Source):
                 with h5py.File(file, "r") as handle:
                     shape, n_ids = handle["tracings"].shape, handle["exam_id"].shape[0]
             except KeyError as exc:
-                raise SourceError(f"{file}: dataset missing ({exc}); expected 'tracings' and 'exam_id'") from None
+                raise SourceError(f"{file}: dataset missing ({exc}); "
+                                  "expected 'tracings' and 'exam_id'") from None
             except Exception as exc:
                 raise SourceError(f"{file}: unreadable HDF5 ({type(exc).__name__}: {exc})") from None
             if len(shape) != 3 or shape[2] != len(CODE15_LEADS):
@@ -171,7 +172,8 @@ class Code15Source(Source):
         except RecordError:
             raise
         except Exception as exc:
-            raise RecordError(record_id, file, f"cannot read HDF5 row {row} ({type(exc).__name__}: {exc})") from None
+            raise RecordError(record_id, file,
+                              f"cannot read HDF5 row {row} ({type(exc).__name__}: {exc})") from None
 
         table = self._table()
         exam_id = int(record_id)
@@ -184,7 +186,8 @@ class Code15Source(Source):
         for name in CODE15_LABELS:
             value = _as_bool(info[name])
             if value is None:
-                raise RecordError(record_id, file, f"label {name!r} is {info[name]!r} in {self.exams_csv}, not a boolean")
+                raise RecordError(record_id, file,
+                                  f"label {name!r} is {info[name]!r} in {self.exams_csv}, not a boolean")
             if value:
                 labels.append(name)
 
@@ -192,7 +195,10 @@ class Code15Source(Source):
         signal = standardize(trimmed, CODE15_FS, list(CODE15_LEADS), self.fs_out, record_id, file)
 
         patient = info.get("patient_id")
-        patient_id = str(int(patient)) if _is_number(patient) else (str(patient) if _present(patient) else record_id)
+        if _is_number(patient):
+            patient_id = str(int(patient))
+        else:
+            patient_id = str(patient) if _present(patient) else record_id
         metadata: dict[str, Any] = {
             "fold": stable_fold(patient_id),
             "patient_id": patient_id,
