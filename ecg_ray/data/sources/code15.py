@@ -169,8 +169,6 @@ class Code15Source(Source):
             record_id = str(int(handle["exam_id"][row]))
             # Slicing one row reads only that exam from disk.
             raw = np.asarray(handle["tracings"][row])
-        except RecordError:
-            raise
         except Exception as exc:
             raise RecordError(record_id, file,
                               f"cannot read HDF5 row {row} ({type(exc).__name__}: {exc})") from None

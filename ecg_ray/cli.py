@@ -1,0 +1,228 @@
+"""The ``ecg-ray`` command: parse arguments, call one library function per verb, print results.
+
+Errors that ecg_ray raises on purpose (bad input, missing files, bad config) are printed as one
+line naming the file or key, with exit status 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from ecg_ray.errors import EcgRayError
+
+PREPARE_KINDS = ("ptbxl", "cinc", "code15", "numpy", "synthetic")
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _str_list(text: str) -> list[str]:
+    return [x for x in text.replace(" ", "").split(",") if x]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ecg-ray",
+        description="Self-supervised representation learning on 12-lead ECG, distributed with Ray.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "prepare", help="turn a dataset into a zarr v3 store",
+        description="Read ECG records from a source, check them, resample them to one rate and lead "
+                    "order, and write one zarr v3 store (signals + Parquet labels/metadata + manifest). "
+                    "The store appears only when complete.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("kind", choices=PREPARE_KINDS, help="source format")
+    p.add_argument("src", nargs="*", type=Path,
+                   help="source path(s): a PTB-XL directory, CinC directory tree(s), CODE-15 directory or "
+                        "HDF5 file, a .npy/.zarr array; none for synthetic")
+    p.add_argument("--out", required=True, type=Path, help="store directory to create")
+    p.add_argument("--target-fs", type=float, default=100.0, help="store sampling rate in Hz")
+    p.add_argument("--rate", type=int, choices=(100, 500), default=100,
+                   help="ptbxl: read records100 (100) or records500 (500)")
+    p.add_argument("--fs", type=float, default=None, help="numpy: sampling rate of the input array (required)")
+    p.add_argument("--labels", type=Path, default=None, help="numpy: CSV of labels/metadata, one row per record")
+    p.add_argument("--layout", choices=("auto", "NTC", "NCT"), default="auto",
+                   help="numpy: axis order (N, T, 12) or (N, 12, T)")
+    p.add_argument("--exams-csv", type=Path, default=None, help="code15: exams.csv if not beside the HDF5 files")
+    p.add_argument("--records", type=int, default=2000, help="synthetic: number of records")
+    p.add_argument("--classes", type=_str_list, default=None, help="synthetic: comma-separated class names")
+    p.add_argument("--seed", type=int, default=0, help="synthetic: generator seed")
+    p.add_argument("--on-error", choices=("skip", "fail"), default="skip",
+                   help="skip: leave a bad record out and list it with its reason; fail: stop at the first")
+    p.add_argument("--exclude-datasets", type=_str_list, default=[], help="comma-separated dataset names")
+    p.add_argument("--exclude-folds", type=_int_list, default=[], help="comma-separated folds")
+    p.add_argument("--exclude-patients", type=Path, default=None, help="text file, one patient id per line")
+    p.add_argument("--ptbxl-db", type=Path, default=None,
+                   help="ptbxl_database.csv used to map PTB-XL patients (for --exclude-ptbxl-folds)")
+    p.add_argument("--exclude-ptbxl-folds", type=_int_list, default=[],
+                   help="drop every record of any patient with a PTB-XL record in these folds, in any "
+                        "source (e.g. 9,10 keeps PTB-XL validation/test patients out of pretraining)")
+    p.add_argument("--codec", choices=("none", "lz4", "zstd"), default=None,
+                   help="chunk compression (default: the store default, see bench/RESULTS.md)")
+    p.add_argument("--chunk-samples", type=int, default=None, help="time samples per zarr chunk")
+    p.add_argument("--workers", type=int, default=None, help="reader processes (default: min(4, CPUs))")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing store at --out")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object on the last line")
+
+    p = sub.add_parser(
+        "inspect", help="summarize (and verify) a store",
+        description="Print a store's summary: records, leads, rate, labels, folds, datasets, skipped "
+                    "records and size. --verify re-computes every checksum.",
+    )
+    p.add_argument("store", type=Path)
+    p.add_argument("--verify", action="store_true", help="re-check checksums and the record index")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object on the last line of stdout (records, leads, fs, label_names, "
+                        "per_fold, per_dataset, skipped, bytes, ...)")
+
+    p = sub.add_parser("download", help="download a public dataset",
+                       description="Download a public ECG dataset from PhysioNet (resumable).")
+    p.add_argument("dataset", choices=("ptbxl",))
+    p.add_argument("dir", type=Path, help="destination directory")
+    p.add_argument("--rate", choices=("100", "500", "both"), default="100",
+                   help="which PTB-XL records to fetch")
+    p.add_argument("--timeout", type=float, default=20.0, help="network timeout in seconds")
+    return parser
+
+
+def _make_sources(args) -> list:
+    kind, src = args.kind, list(args.src)
+    if kind == "synthetic":
+        from ecg_ray.data.sources.synthetic import SyntheticSource
+
+        if src:
+            raise EcgRayError("prepare synthetic takes no source path (use --records, --classes, --seed)")
+        return [SyntheticSource(n_records=args.records, fs_out=args.target_fs, seed=args.seed,
+                                classes=args.classes)]
+    if not src:
+        raise EcgRayError(f"prepare {kind} needs a source path")
+    for path in src:
+        if not path.exists():
+            raise EcgRayError(f"{path}: no such file or directory")
+    if kind == "ptbxl":
+        from ecg_ray.data.sources.ptbxl import PtbxlSource
+
+        return [PtbxlSource(path, rate=args.rate, fs_out=args.target_fs) for path in src]
+    if kind == "cinc":
+        from ecg_ray.data.sources.cinc import CincSource
+
+        return [CincSource(src, fs_out=args.target_fs)]
+    if kind == "code15":
+        from ecg_ray.data.sources.code15 import Code15Source
+
+        return [Code15Source(path, fs_out=args.target_fs, exams_csv=args.exams_csv) for path in src]
+    if kind == "numpy":
+        from ecg_ray.data.sources.arrays import ArraySource
+
+        if args.fs is None:
+            raise EcgRayError("prepare numpy needs --fs (the sampling rate of the array)")
+        if len(src) != 1:
+            raise EcgRayError("prepare numpy takes exactly one array path")
+        return [ArraySource(src[0], fs=args.fs, labels_csv=args.labels, layout=args.layout,
+                            fs_out=args.target_fs)]
+    raise EcgRayError(f"unknown source kind {kind}")
+
+
+def cmd_prepare(args) -> dict:
+    from ecg_ray.data.prepare import Exclusions, prepare_store
+    from ecg_ray.data.store import DEFAULT_CHUNK_SAMPLES, DEFAULT_CODEC, EcgStore
+
+    patients = set()
+    if args.exclude_patients is not None:
+        if not args.exclude_patients.exists():
+            raise EcgRayError(f"{args.exclude_patients}: no such file")
+        patients = {line.strip() for line in args.exclude_patients.read_text().splitlines() if line.strip()}
+    exclusions = Exclusions(datasets=set(args.exclude_datasets), folds=set(args.exclude_folds),
+                            patients=patients, ptbxl_db=args.ptbxl_db, ptbxl_folds=set(args.exclude_ptbxl_folds))
+    sources = _make_sources(args)
+    start = time.perf_counter()
+    prepare_store(sources, args.out, fs=args.target_fs, on_error=args.on_error, exclusions=exclusions,
+                  chunk_samples=args.chunk_samples or DEFAULT_CHUNK_SAMPLES, codec=args.codec or DEFAULT_CODEC,
+                  workers=args.workers, overwrite=args.overwrite, progress=not args.no_progress)
+    elapsed = time.perf_counter() - start
+    summary = EcgStore(args.out).summary()
+    summary["seconds"] = round(elapsed, 2)
+    _print_summary(summary, title=f"prepared {args.out} in {elapsed:.1f} s")
+    return summary
+
+
+def cmd_inspect(args) -> dict:
+    from ecg_ray.data.store import EcgStore
+
+    store = EcgStore(args.store)
+    summary = store.summary()
+    if args.verify:
+        problems = store.verify()
+        summary["verified"] = not problems
+        summary["problems"] = problems
+    _print_summary(summary, title=f"store {args.store}")
+    if args.verify and summary["problems"]:
+        for problem in summary["problems"]:
+            print(f"  VERIFY FAILED: {problem}")
+    elif args.verify:
+        print("  verify: all checksums match")
+    return summary
+
+
+def _print_summary(summary: dict, title: str) -> None:
+    print(title)
+    print(f"  records     {summary['records']} ({summary['hours']} h at {summary['fs']} Hz), "
+          f"{summary['bytes'] / 1e6:.1f} MB on disk, codec {summary['codec']}")
+    print(f"  leads       {' '.join(summary['leads'])}")
+    labels = summary["label_names"]
+    print(f"  labels      {len(labels)}: {' '.join(labels[:12])}{' ...' if len(labels) > 12 else ''}")
+    if summary.get("label_sets"):
+        print("  label sets  " + ", ".join(f"{k} ({v})" for k, v in summary["label_sets"].items()))
+    print("  datasets    " + ", ".join(f"{k}: {v}" for k, v in summary["per_dataset"].items()))
+    if summary["per_fold"]:
+        print("  folds       " + ", ".join(f"{k}: {v}" for k, v in summary["per_fold"].items()))
+    if summary.get("excluded"):
+        print("  excluded    " + ", ".join(f"{k}: {v}" for k, v in summary["excluded"].items()))
+    skipped = summary["skipped"]
+    print(f"  skipped     {len(skipped)}")
+    for item in skipped[:20]:
+        print(f"    {item['id']}: {item['file']}: {item['reason']}")
+    if len(skipped) > 20:
+        print(f"    ... {len(skipped) - 20} more (see manifest.json)")
+
+
+def cmd_download(args) -> dict:
+    from ecg_ray.data.download import download_ptbxl
+
+    result = download_ptbxl(args.dir, fs_choice=args.rate, timeout=args.timeout)
+    print(f"downloaded PTB-XL to {args.dir}")
+    return {"dir": str(args.dir), "result": result if isinstance(result, dict | list | str | int) else None}
+
+
+COMMANDS = {"prepare": cmd_prepare, "inspect": cmd_inspect, "download": cmd_download}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = COMMANDS[args.command](args)
+    except EcgRayError as exc:
+        print(f"ecg-ray {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"ecg-ray {args.command}: interrupted", file=sys.stderr)
+        return 130
+    if getattr(args, "json", False):
+        print(json.dumps(result, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
