@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     if getattr(args, "json", False):
         print(json.dumps(result, default=str))
-    return 0
+    return 1 if result.get("verified") is False else 0
 
 
 if __name__ == "__main__":

@@ -39,6 +39,8 @@ def reorder_leads(signal: np.ndarray, leads: list[str], record_id: str, file: st
     canon = [canonical_lead_name(lead) for lead in leads]
     unknown = [lead for lead, c in zip(leads, canon, strict=True) if c is None]
     if unknown:
+        if set(CANONICAL_LEADS) <= set(canon):
+            raise RecordError(record_id, file, f"extra lead(s) {unknown} beyond the 12 standard leads")
         raise RecordError(record_id, file, f"unknown lead name(s) {unknown}")
     if len(set(canon)) != len(canon):
         raise RecordError(record_id, file, f"duplicate leads {leads}")

@@ -262,8 +262,8 @@ def _ventricular_waves(rng: np.random.Generator, label: str, rr: np.ndarray) -> 
         s = rng.uniform(0.95, 1.1)
         waves = [
             (-0.045 * s, 0.010, 0.010, np.array([0.25, 0.05, -0.10]), 2.0),
-            (-0.018 * s, 0.016 * s, 0.016 * s, np.array([0.65, 0.35, -0.55]), 2.0),
-            (0.028 * s, 0.016 * s, 0.016 * s, np.array([0.75, 0.25, -0.70]), 2.0),
+            (-0.018 * s, 0.016 * s, 0.016 * s, np.array([0.70, 0.60, -0.85]), 2.0),
+            (0.028 * s, 0.016 * s, 0.016 * s, np.array([0.80, 0.50, -0.95]), 2.0),
             (0.13 * sq, 0.06, 0.06, np.array([-0.10, -0.03, 0.12]), 4.0),  # discordant ST
             (t_peak + 0.02, 0.07 * sq, 0.05 * sq, np.array([-0.30, -0.10, 0.30]), 2.0),
         ]
@@ -338,8 +338,8 @@ def _generate(rng: np.random.Generator, label: str, duration: float, fs: float) 
     # Ventricles. Respiration modulates QRS voltage (heart position, lung impedance).
     resp = 1.0 + rng.uniform(0.02, 0.08) * np.sin(2 * np.pi * rng.uniform(0.15, 0.4) * beat_t + rng.uniform(0, 6.3))
     beat_amp = resp * (1.0 + rng.normal(0.0, 0.01, nb))
-    rot = _rotation(rng, frontal_sd_deg=12.0 if label != "LBBB" else 18.0)
-    volt = rng.lognormal(0.0, 0.15)  # body habitus, electrode contact, sex: overall voltage
+    rot = _rotation(rng, frontal_sd_deg=12.0)
+    volt = np.clip(rng.lognormal(0.0, 0.15), 0.7, 1.5)  # habitus, sex, electrode contact
     row = _N_ELECTRODES
     for mu, sl, sr, vec, power in waves:
         shapes[row] = _render_wave(n, fs, beat_t, mu, sl, sr, beat_amp, power)

@@ -40,6 +40,7 @@ def read_wfdb(record_path: str | Path, record_id: str) -> tuple[np.ndarray, floa
     data_file = str(record_path.parent / data_files[0])
     if not Path(data_file).exists():
         raise RecordError(record_id, data_file, "signal file named in the header not found")
+    _check_file_size(header, data_file, record_id)
     try:
         record = wfdb.rdrecord(str(record_path), physical=False)
     except Exception as exc:
@@ -85,6 +86,31 @@ def _check_against_header(record, digital: np.ndarray, record_id: str, data_file
         if expected.shape == actual.shape and np.any(expected != actual):
             bad = [record.sig_name[i] for i in np.flatnonzero(expected != actual)]
             raise RecordError(record_id, data_file, f"checksum mismatch in lead(s) {bad}: data corrupt")
+
+
+# Bytes per sample of the WFDB storage formats we check by size (212 packs 2 samples in 3 bytes).
+_BYTES_PER_SAMPLE = {"8": 1, "16": 2, "61": 2, "80": 1, "160": 2, "212": 1.5, "24": 3, "32": 4}
+
+
+def _check_file_size(header, data_file: str, record_id: str) -> None:
+    """A data file shorter or longer than the header implies is truncated or disagrees with it."""
+    if len(set(header.file_name)) != 1 or not header.sig_len:
+        return  # multi-file records: let the reader check
+    fmts = [str(f) for f in header.fmt]
+    if any(f not in _BYTES_PER_SAMPLE for f in fmts):
+        return
+    frames = header.samps_per_frame or [1] * len(fmts)
+    per_frame = sum(_BYTES_PER_SAMPLE[f] * n for f, n in zip(fmts, frames, strict=True))
+    offset = (header.byte_offset or [0])[0] or 0
+    expected = int(offset + per_frame * header.sig_len + 0.5)
+    actual = Path(data_file).stat().st_size
+    if actual < expected:
+        held = int(max(0, actual - offset) // per_frame)
+        raise RecordError(record_id, data_file, f"truncated: header says {header.sig_len} samples "
+                          f"({expected} bytes), file holds {held} ({actual} bytes)")
+    if actual > expected:
+        raise RecordError(record_id, data_file, f"header disagrees with data: header implies {expected} "
+                          f"bytes ({header.sig_len} samples x {header.n_sig} leads), file has {actual}")
 
 
 def _invalid_sample_value(fmts) -> int | None:
