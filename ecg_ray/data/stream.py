@@ -17,6 +17,7 @@ gets exactly the same number of rows (DDP needs equal step counts).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Sequence
@@ -184,18 +185,23 @@ def _make_datasource_class():
             return tasks
 
         def _read(self, store_path, indices, offsets, lengths, labels):
-            signal, rel = _read_span(store_path, offsets, lengths)
             if self.mode == "crops":
                 rng = np.random.default_rng([self.seed, self.epoch, int(indices[0])])
                 starts = random_crop_starts(lengths, self.width, rng, self.per_record)
                 row_record = np.repeat(np.arange(len(indices)), self.per_record)
-                batch = {"signal": cut(signal, np.repeat(rel, self.per_record) + starts, self.width),
-                         "record_index": indices[row_record].astype(np.int64)}
+                chunk = _raw_chunk_layout(store_path)
+                if chunk is not None:
+                    crops = _cut_from_raw_chunks(store_path, chunk, offsets[row_record] + starts, self.width)
+                else:
+                    signal, rel = _read_span(store_path, offsets, lengths)
+                    crops = cut(signal, rel[row_record] + starts, self.width)
+                batch = {"signal": crops, "record_index": indices[row_record].astype(np.int64)}
                 if self.shuffle:  # local shuffle within the task's records
                     order = rng.permutation(len(row_record))
                     batch = {k: v[order] for k, v in batch.items()}
                     row_record = row_record[order]
             else:
+                signal, rel = _read_span(store_path, offsets, lengths)
                 per = [window_starts(int(n), self.width, self.stride) for n in lengths]
                 row_record = np.repeat(np.arange(len(indices)), [len(p) for p in per])
                 starts = np.concatenate([r + p for r, p in zip(rel, per, strict=True)]) if per else np.zeros(0, int)
@@ -207,6 +213,54 @@ def _make_datasource_class():
             return BlockAccessor.batch_to_block(batch)
 
     return EcgDatasource
+
+
+def _raw_chunk_layout(store_path: str) -> int | None:
+    """Chunk length if ``signals`` is stored as raw little-endian float32 chunks on a local disk.
+
+    Such chunks are plain arrays on disk (zarr v3 ``bytes`` codec, default chunk keys), so a
+    crop can be cut from a memory map of the chunk file, touching only the pages it covers,
+    instead of decoding whole records. Any other layout returns None (read through zarr).
+    """
+    meta_file = Path(store_path) / SIGNALS / "zarr.json"
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (OSError, ValueError):
+        return None
+    codecs = meta.get("codecs", [])
+    raw = (len(codecs) == 1 and codecs[0].get("name") == "bytes"
+           and codecs[0].get("configuration", {}).get("endian", "little") == "little")
+    key = meta.get("chunk_key_encoding", {})
+    if not (raw and meta.get("data_type") == "float32" and key.get("name") == "default"
+            and key.get("configuration", {}).get("separator", "/") == "/"):
+        return None
+    return int(meta["chunk_grid"]["configuration"]["chunk_shape"][0])
+
+
+def _cut_from_raw_chunks(store_path: str, chunk: int, starts: np.ndarray, width: int) -> np.ndarray:
+    """Crops at global sample positions ``starts`` read from memory-mapped raw chunk files."""
+    leads = 12
+    out = np.empty((len(starts), leads, width), dtype=np.float32)
+    chunk_of = starts // chunk
+    maps: dict[int, np.ndarray] = {}
+
+    def chunk_map(k: int) -> np.ndarray:
+        if k not in maps:
+            path = Path(store_path) / SIGNALS / "c" / str(k) / "0"
+            # zarr does not write a chunk equal to the fill value (all zeros): recreate it
+            maps[k] = (np.memmap(path, dtype="<f4", mode="r").reshape(-1, leads) if path.exists()
+                       else np.zeros((chunk, leads), np.float32))
+        return maps[k]
+
+    inside = (starts % chunk) + width <= chunk
+    for k in np.unique(chunk_of[inside]):
+        sel = np.flatnonzero(inside & (chunk_of == k))
+        out[sel] = cut(chunk_map(int(k)), starts[sel] % chunk, width)
+    for i in np.flatnonzero(~inside):  # the rare crop that straddles two chunks
+        k, local = int(chunk_of[i]), int(starts[i] % chunk)
+        joined = np.concatenate([chunk_map(k)[local:], chunk_map(k + 1)[:width - (chunk - local)]])
+        out[i] = joined.T
+    return out
 
 
 def _read_span(store_path: str, offsets: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
