@@ -41,7 +41,7 @@ def run(out: Path, records: int) -> int:
         start, n, shape = time.perf_counter(), 0, None
         for batch in dataset.iter_torch_batches(batch_size=256):
             n += batch["signal"].shape[0]
-            shape = tuple(batch["signal"].shape)
+            shape = shape or tuple(batch["signal"].shape)
         elapsed = time.perf_counter() - start
     finally:
         ray.shutdown()

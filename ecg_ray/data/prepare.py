@@ -145,7 +145,7 @@ def prepare_store(
                     writer.exclude(reason)
                     continue
                 writer.add(result, source.extra_label_columns(result))
-                bar.set_postfix(skipped=len(writer.skipped), excluded=sum(writer.excluded.values()))
+                bar.set_postfix(skipped=len(writer.skipped), excluded=sum(writer.excluded.values()), refresh=False)
         label_names, label_sets = _labels_of(sources)
         manifest = writer.finalize(
             sources=[{**s.describe(), "records_listed": len(s.refs())} for s in source_of_kind.values()],
