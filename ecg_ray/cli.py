@@ -87,6 +87,37 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print one JSON object on the last line of stdout (records, leads, fs, label_names, "
                         "per_fold, per_dataset, skipped, bytes, ...)")
 
+    p = sub.add_parser(
+        "pretrain", help="self-supervised pretraining on Ray Train",
+        description="Pretrain an ECG encoder with SimCLR, BYOL, SwAV or CPC on Ray Train workers fed by the "
+                    "Ray Data stream. Settings come from --config (YAML), then --set key=value overrides, then "
+                    "the explicit flags. Every epoch reports loss, lr, samples/s and a validation metric and "
+                    "writes a checkpoint into the run directory OUTPUT/<method>-<timestamp>.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--method", choices=("simclr", "byol", "swav", "cpc"), default=None,
+                   help="method (default: the config's method.name)")
+    p.add_argument("--store", type=Path, default=None, help="prepared store (data.store)")
+    p.add_argument("--config", type=Path, default=None, help="YAML config, e.g. jobs/pretrain/simclr.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set optim.lr=1e-3 (repeatable)")
+    p.add_argument("--workers", type=int, default=None, help="training workers (train.workers)")
+    p.add_argument("--gpus-per-worker", type=float, default=None, help="GPUs per worker (train.gpus_per_worker)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs (train.epochs); with --resume, the new total")
+    p.add_argument("--output", type=Path, default=None, help="directory that receives the run directory")
+    p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
+                   help="continue RUN_DIR from its last checkpoint with its saved config")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object on the last line (method, epochs, loss, samples_per_s, run_dir, "
+                        "checkpoint, ...)")
+
+    p = sub.add_parser("export", help="export a run's encoder weights",
+                       description="Write the encoder of RUN_DIR's newest checkpoint to a file loadable with "
+                                   "torch.load(..., weights_only=True) (see README).")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--out", type=Path, required=True, help="output file, e.g. encoder.pt")
+    p.add_argument("--json", action="store_true", help="print a JSON summary on the last line")
+
     p = sub.add_parser("download", help="download a public dataset",
                        description="Download a public ECG dataset from PhysioNet (resumable).")
     p.add_argument("dataset", choices=("ptbxl",))
@@ -206,7 +237,53 @@ def cmd_download(args) -> dict:
     return {"dir": str(args.dir), "result": result if isinstance(result, dict | list | str | int) else None}
 
 
-COMMANDS = {"prepare": cmd_prepare, "inspect": cmd_inspect, "download": cmd_download}
+def pretrain_config(args):
+    """Config from --config, then --set, then explicit flags (validated before Ray starts)."""
+    from ecg_ray.config import load_config
+
+    flags = []
+    if args.method is not None:
+        flags.append(f"method.name={args.method}")
+    if args.store is not None:
+        flags.append(f"data.store={args.store.resolve()}")
+    if args.workers is not None:
+        flags.append(f"train.workers={args.workers}")
+    if args.gpus_per_worker is not None:
+        flags.append(f"train.gpus_per_worker={args.gpus_per_worker}")
+    if args.epochs is not None:
+        flags.append(f"train.epochs={args.epochs}")
+    return load_config(args.config, [*args.overrides, *flags])
+
+
+def cmd_pretrain(args) -> dict:
+    from ecg_ray.train.trainer import resume_config, run_pretraining
+
+    if args.resume is not None:
+        if args.config is not None or args.method is not None:
+            raise EcgRayError("--resume uses the run's saved config; drop --config/--method (use --set to change keys)")
+        config = resume_config(args.resume, args.overrides + ([f"data.store={args.store.resolve()}"]
+                                                             if args.store else []), args.epochs)
+    else:
+        config = pretrain_config(args)
+    summary = run_pretraining(config, args.output, resume=args.resume)
+    print(f"pretrained {summary['method']} ({summary['encoder']}) for {summary['epochs']} epoch(s): "
+          f"loss {' -> '.join(f'{v:.4f}' for v in summary['loss'][:1] + summary['loss'][-1:])}, "
+          f"{summary['samples_per_s'] or 0:.0f} samples/s")
+    print(f"  run dir     {summary['run_dir']}")
+    print(f"  checkpoint  {summary['checkpoint']}")
+    return summary
+
+
+def cmd_export(args) -> dict:
+    from ecg_ray.train.checkpoint import export_encoder
+
+    summary = export_encoder(args.run_dir, args.out)
+    print(f"exported {summary['encoder']} ({summary['method']}, epoch {summary['epoch']}) to {summary['out']}")
+    return summary
+
+
+COMMANDS = {"prepare": cmd_prepare, "inspect": cmd_inspect, "download": cmd_download,
+            "pretrain": cmd_pretrain, "export": cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:

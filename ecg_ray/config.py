@@ -43,11 +43,113 @@ class DataConfig:
 
 
 @dataclass
+class ModelConfig:
+    """Encoder choice (see ``ecg_ray.models.ENCODERS``)."""
+
+    encoder: str = "xresnet1d50"
+
+
+@dataclass
+class SimCLRConfig:
+    hidden_dim: int = 512
+    projection_dim: int = 16
+    temperature: float = 0.5
+
+
+@dataclass
+class BYOLConfig:
+    hidden_dim: int = 512
+    projection_dim: int = 16
+    predictor_hidden_dim: int = 512
+    #: EMA decay of the target network at the start; a cosine schedule takes it to 1 at the end
+    tau_base: float = 0.996
+
+
+@dataclass
+class SwAVConfig:
+    hidden_dim: int = 2048
+    projection_dim: int = 128
+    prototypes: int = 3000
+    temperature: float = 0.1
+    sinkhorn_epsilon: float = 0.05
+    sinkhorn_iterations: int = 3
+    freeze_prototypes_epochs: int = 1
+    #: per-worker queue of past embeddings, in multiples of the per-worker batch (0 = off)
+    queue_batches: int = 0
+    queue_start_epoch: int = 15
+    #: multi-crop: extra small crops (samples each) beside the two full-length views
+    small_crops: int = 0
+    small_crop_length: int = 100
+
+
+@dataclass
+class CPCConfig:
+    hidden_dim: int = 512
+    #: predict the latents 1..prediction_steps ahead, one linear predictor per step
+    prediction_steps: int = 12
+    negatives: str = "sequence"
+    num_negatives: int = 128
+
+
+@dataclass
+class MethodConfig:
+    name: str = "simclr"
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-6
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    momentum: float = 0.9
+    warmup_epochs: float = 10.0
+    schedule: str = "cosine"
+    min_lr_ratio: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    """How a run is executed; the batch size is global (split over workers)."""
+
+    epochs: int = 100
+    batch_size: int = 256
+    workers: int = 1
+    gpus_per_worker: float = 0.0
+    #: CPUs reserved per training worker; null = 1, or less on a small local machine so that the
+    #: Ray Data read tasks keep a CPU (a 2-core machine with 2 workers gets 0.5 each)
+    cpus_per_worker: float | None = None
+    #: auto = bf16 autocast on GPU, fp32 on CPU; or fp32 / bf16 / fp16 (with a grad scaler)
+    precision: str = "auto"
+    checkpoint_every: int = 1
+    keep_checkpoints: int = 2
+    max_failures: int = 0
+    #: cap on optimizer steps per epoch (null = a full pass over the training records)
+    max_steps_per_epoch: int | None = None
+    #: online linear probe on the validation folds each epoch (needs labels)
+    probe: bool = True
+    probe_max_records: int = 2000
+
+
+@dataclass
 class Config:
     """Root of the configuration tree."""
 
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    simclr: SimCLRConfig = field(default_factory=SimCLRConfig)
+    byol: BYOLConfig = field(default_factory=BYOLConfig)
+    swav: SwAVConfig = field(default_factory=SwAVConfig)
+    cpc: CPCConfig = field(default_factory=CPCConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    #: augmentation specs, e.g. [{name: RandomResizedCrop, scale: [0.5, 1.0]}, {name: TimeOut}]
+    augmentations: list[dict] | None = None
+
+
+METHOD_SECTIONS = ("simclr", "byol", "swav", "cpc")
 
 
 def _is_dataclass_type(tp) -> bool:
@@ -171,4 +273,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
     items = overrides.items() if isinstance(overrides, dict) else [parse_override(o) for o in overrides or []]
     for key, value in items:
         set_dotted(tree, key, value)
-    return from_dict(cls, tree)
+    config = from_dict(cls, tree)
+    if cls is Config:
+        check_method_sections(config, tree)
+    return config
+
+
+def check_method_sections(config: Config, tree: dict) -> None:
+    """Settings for a method that is not the one chosen would be silently ignored: reject them."""
+    chosen = config.method.name
+    if chosen not in METHOD_SECTIONS:
+        raise ConfigError(f"method.name: unknown method {chosen!r}; choose one of {', '.join(METHOD_SECTIONS)}")
+    stray = [name for name in METHOD_SECTIONS if name != chosen and tree.get(name)]
+    if stray:
+        raise ConfigError(f"config sets {', '.join(stray)}.* but method.name is {chosen!r}: those settings "
+                          f"would be ignored; remove them or change method.name")

@@ -1,0 +1,1 @@
+"""Evaluation: per-record aggregation of window outputs, macro ROC-AUC, linear probes."""

@@ -1,0 +1,74 @@
+"""SwAV (Caron et al. 2020): online clustering with swapped predictions on ECG crops.
+
+Codes come from Sinkhorn-Knopp whose normalising sums run over all workers, so the
+equipartition constraint holds for the global batch; nothing is tied to one device (the
+reference allocated with ``.cuda()`` and ran on one GPU). Options: a per-worker queue of past
+embeddings from ``queue_start_epoch``, prototypes frozen for the first epochs, multi-crop
+(extra short crops that are predicted from the codes of the two full views).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ecg_ray.losses.swav import sinkhorn, swav_loss
+from ecg_ray.methods.base import Method
+from ecg_ray.models.heads import MLPHead
+
+
+class SwAV(Method):
+    name = "swav"
+
+    def __init__(self, config, encoder, fs):
+        super().__init__(config, encoder, fs)
+        c = self.c = config.swav
+        self.head = MLPHead(encoder.feature_dim, c.hidden_dim, c.projection_dim, num_layers=2, batch_norm=True)
+        self.prototypes = nn.Linear(c.projection_dim, c.prototypes, bias=False)
+        per_worker_batch = max(1, config.train.batch_size // max(1, config.train.workers))
+        # The queue is a buffer so that it follows .to(device) and lands in the checkpoint.
+        self.register_buffer("queue", torch.zeros(2, c.queue_batches * per_worker_batch, c.projection_dim))
+        self.register_buffer("queue_filled", torch.zeros((), dtype=torch.long))
+
+    def _small_crops(self, x: torch.Tensor) -> list[torch.Tensor]:
+        length = min(self.c.small_crop_length, x.shape[-1])
+        crops = []
+        for view in self.views(x, self.c.small_crops):
+            start = int(torch.randint(0, x.shape[-1] - length + 1, (1,), generator=self.generator,
+                                      device=self.generator.device if self.generator is not None else "cpu"))
+            crops.append(view[..., start:start + length])
+        return crops
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        with torch.no_grad():  # prototypes live on the unit sphere
+            self.prototypes.weight.copy_(F.normalize(self.prototypes.weight, dim=1))
+        v1, v2 = self.views(x)
+        batch = x.shape[0]
+        z_large = F.normalize(self.head(self.encoder(torch.cat([v1, v2]))), dim=1)
+        embeddings = list(z_large.chunk(2))
+        if self.c.small_crops:
+            small = self._small_crops(x)
+            embeddings += list(F.normalize(self.head(self.encoder(torch.cat(small))), dim=1).chunk(len(small)))
+        scores = [self.prototypes(z) for z in embeddings]
+
+        assignments = {}
+        use_queue = self.queue.shape[1] > 0 and self.epoch >= self.c.queue_start_epoch
+        with torch.no_grad():
+            for crop in (0, 1):
+                logits = scores[crop].detach()
+                if use_queue and int(self.queue_filled) >= self.queue.shape[1]:
+                    logits = torch.cat([self.prototypes(self.queue[crop]), logits])
+                q = sinkhorn(logits, epsilon=self.c.sinkhorn_epsilon, iterations=self.c.sinkhorn_iterations)
+                assignments[crop] = q[-batch:]
+            if use_queue:
+                self.queue[:, batch:] = self.queue[:, :-batch].clone()
+                self.queue[0, :batch] = embeddings[0].detach()
+                self.queue[1, :batch] = embeddings[1].detach()
+                self.queue_filled.add_(batch)
+        loss = swav_loss(scores, assignments, temperature=self.c.temperature)
+        return {"loss": loss}
+
+    def after_backward(self) -> None:
+        if self.epoch < self.c.freeze_prototypes_epochs and self.prototypes.weight.grad is not None:
+            self.prototypes.weight.grad = None  # frozen prototypes stabilise the first epoch

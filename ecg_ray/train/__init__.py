@@ -1,0 +1,1 @@
+"""Training on Ray Train: per-worker train functions, the TorchTrainer builder, checkpoints."""

@@ -1,0 +1,122 @@
+"""Checkpoints and exported encoders: atomic writes, ``torch.load(..., weights_only=True)``.
+
+A checkpoint directory holds ``state.pt`` (model, optimizer, scheduler, grad scaler, method
+state, epoch, RNG states, config) and ``history.json`` (per-epoch metrics so far). Files are
+written under a temporary name and renamed, so a crash mid-write never leaves a file that loads
+wrong; anything that is not an ecg_ray checkpoint gives a clear error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import ecg_ray
+from ecg_ray.errors import EcgRayError
+
+STATE_FILE = "state.pt"
+HISTORY_FILE = "history.json"
+CHECKPOINT_FORMAT = "ecg_ray.checkpoint.v1"
+ENCODER_FORMAT = "ecg_ray.encoder.v1"
+
+
+class CheckpointError(EcgRayError):
+    """A checkpoint or exported encoder is missing, corrupt or not ours."""
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(obj, tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_text(text: str, path: Path) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(directory: Path, state: dict[str, Any], history: list[dict]) -> None:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    atomic_torch_save({"format": CHECKPOINT_FORMAT, **state}, directory / STATE_FILE)
+    atomic_write_text(json.dumps(history, indent=1), directory / HISTORY_FILE)
+
+
+def load_state(directory: Path, map_location="cpu") -> dict[str, Any]:
+    path = Path(directory) / STATE_FILE
+    if not path.exists():
+        raise CheckpointError(f"{directory}: no {STATE_FILE}; not an ecg_ray checkpoint")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: cannot load checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not an ecg_ray checkpoint (format {state.get('format') if isinstance(state, dict) else type(state).__name__})")
+    return state
+
+
+def load_history(directory: Path) -> list[dict]:
+    path = Path(directory) / HISTORY_FILE
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def latest_checkpoint(run_dir: Path) -> Path:
+    """The newest complete checkpoint directory of a run (by epoch recorded in its history)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir}: no such run directory")
+    candidates = [d for d in run_dir.glob("checkpoint_*") if (d / STATE_FILE).exists()]
+    if not candidates:
+        raise CheckpointError(f"{run_dir}: no checkpoint found (checkpoint_*/{STATE_FILE})")
+    return max(candidates, key=lambda d: (len(load_history(d)), d.name))
+
+
+def export_encoder(run_dir: Path, out: Path) -> dict[str, Any]:
+    """Write the encoder of a run's newest checkpoint as a standalone, weights-only file."""
+    checkpoint = latest_checkpoint(run_dir)
+    state = load_state(checkpoint)
+    config = state["config"]
+    prefix = "encoder."
+    weights = {k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)}
+    if not weights:
+        raise CheckpointError(f"{checkpoint}: model has no encoder weights")
+    payload = {
+        "format": ENCODER_FORMAT,
+        "encoder": config["model"]["encoder"],
+        "state_dict": weights,
+        "method": config["method"]["name"],
+        "epoch": int(state["epoch"]),
+        "fs": float(state.get("fs", 100.0)),
+        "input_length": int(config["data"]["crop"]),
+        "config": config,
+        "ecg_ray_version": ecg_ray.__version__,
+    }
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_torch_save(payload, out)
+    return {"encoder": payload["encoder"], "method": payload["method"], "epoch": payload["epoch"],
+            "checkpoint": str(checkpoint), "out": str(out), "tensors": len(weights)}
+
+
+def load_encoder(path: str | Path, map_location="cpu") -> torch.nn.Module:
+    """Rebuild an exported encoder: ``load_encoder("encoder.pt")(x)`` gives (B, feature_dim)."""
+    from ecg_ray.models import build_encoder
+
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: cannot load encoder ({type(exc).__name__}: {exc})") from None
+    if not isinstance(payload, dict) or payload.get("format") != ENCODER_FORMAT:
+        raise CheckpointError(f"{path}: not an ecg_ray encoder export")
+    encoder = build_encoder(payload["encoder"])
+    encoder.load_state_dict(payload["state_dict"])
+    return encoder

@@ -1,0 +1,221 @@
+"""The per-worker ``train_func`` of self-supervised pretraining (runs inside Ray Train workers).
+
+Each worker streams its own equal shard of random crops (``ecg_ray.data.stream``), so every
+worker takes the same number of optimizer steps; the global batch is the config's and the
+per-worker batch is derived from it. Every epoch ends with one ``ray.train.report`` carrying
+the loss, learning rate, throughput and a validation metric, plus a checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from ecg_ray.config import Config, from_dict, to_dict
+from ecg_ray.data.store import EcgStore
+from ecg_ray.data.stream import select_records, train_crops
+from ecg_ray.errors import ConfigError
+
+
+def worker_batch_size(config: Config, world: int) -> int:
+    if config.train.batch_size % world:
+        raise ConfigError(f"train.batch_size={config.train.batch_size} cannot be split evenly over "
+                          f"{world} workers (train.workers); choose a multiple of {world}")
+    return config.train.batch_size // world
+
+
+def steps_per_epoch(config: Config, n_records: int, world: int) -> int:
+    """Optimizer steps per epoch: every worker gets floor(N / world) records, drop_last batches."""
+    per_worker = worker_batch_size(config, world)
+    steps = (n_records // world) * config.data.crops_per_record // per_worker
+    if config.train.max_steps_per_epoch is not None:
+        steps = min(steps, config.train.max_steps_per_epoch)
+    if steps < 1:
+        raise ConfigError(f"train.batch_size={config.train.batch_size}: {n_records} training records over "
+                          f"{world} worker(s) do not fill one batch of {per_worker}; lower train.batch_size")
+    return steps
+
+
+def training_records(config: Config, store: EcgStore) -> np.ndarray:
+    return select_records(store, folds=config.data.train_folds, datasets=config.data.datasets,
+                          label_fraction=1.0, seed=config.seed)
+
+
+def precision_context(precision: str, device: torch.device):
+    """(autocast context factory, GradScaler or None) for the requested precision on this device."""
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" else "fp32"
+    if precision == "fp32":
+        return contextlib.nullcontext, None
+    if precision == "bf16":
+        return (lambda: torch.autocast(device.type, dtype=torch.bfloat16)), None
+    if precision == "fp16":
+        if device.type != "cuda":
+            raise ConfigError("train.precision=fp16 needs a GPU; use fp32 or bf16 on CPU")
+        return (lambda: torch.autocast("cuda", dtype=torch.float16)), torch.amp.GradScaler("cuda")
+    raise ConfigError(f"train.precision: unknown value {precision!r} (auto, fp32, bf16, fp16)")
+
+
+def _epoch_seed(config: Config, epoch: int, rank: int) -> int:
+    return (config.seed * 1_000_003 + epoch * 7919 + rank) % (2**63)
+
+
+def pretrain_worker(loop_config: dict[str, Any]) -> None:
+    """Ray Train ``train_func``: build, maybe restore, train, report + checkpoint every epoch."""
+    import ray.train
+    import ray.train.torch
+
+    from ecg_ray.evaluation.probe import linear_probe_auc
+    from ecg_ray.methods import build_method
+    from ecg_ray.optim import build_optimizer, warmup_cosine
+    from ecg_ray.train.checkpoint import load_history, load_state, save_checkpoint
+
+    config: Config = from_dict(Config, loop_config["config"])
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    store = EcgStore(config.data.store)
+    train_idx = training_records(config, store)
+    per_worker = worker_batch_size(config, world)
+    steps = steps_per_epoch(config, len(train_idx), world)
+    total_steps = steps * config.train.epochs
+
+    torch.manual_seed(config.seed)  # identical initial weights on every worker
+    method = build_method(config, fs=store.fs).to(device)
+    optimizer = build_optimizer(method, name=config.optim.name, lr=config.optim.lr,
+                                weight_decay=config.optim.weight_decay, betas=tuple(config.optim.betas),
+                                momentum=config.optim.momentum)
+    scheduler = warmup_cosine(optimizer, warmup_steps=int(round(config.optim.warmup_epochs * steps)),
+                              total_steps=total_steps, min_lr_ratio=config.optim.min_lr_ratio,
+                              schedule=config.optim.schedule)
+    autocast, scaler = precision_context(config.train.precision, device)
+    method.on_train_start(total_steps)
+
+    start_epoch, history = 0, []
+    restored = ray.train.get_checkpoint()
+    if restored is not None:
+        with restored.as_directory() as directory:
+            state = load_state(directory, map_location=device)
+            history = load_history(directory)
+        method.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        method.load_extra_state(state.get("method_state", {}))
+        torch.set_rng_state(state["torch_rng"].cpu())
+        start_epoch = int(state["epoch"]) + 1
+
+    model = method
+    if world > 1:
+        # Buffers stay per worker: SwAV's queue is local by design and BN statistics need no sync.
+        model = ray.train.torch.prepare_model(method, parallel_strategy_kwargs={"broadcast_buffers": False})
+    generator = torch.Generator(device=device)
+    method.set_generator(generator)
+    val_idx = (select_records(store, folds=config.data.val_folds, datasets=config.data.datasets)
+               if config.data.val_folds else np.zeros(0, dtype=np.int64))
+    has_labels = len(store.label_names) > 0 and store.label_matrix(config.data.label_set).any()
+    global_step = start_epoch * steps
+
+    for epoch in range(start_epoch, config.train.epochs):
+        method.on_epoch_start(epoch)
+        method.train()
+        generator.manual_seed(_epoch_seed(config, epoch, rank))
+        dataset, _ = train_crops(store, train_idx, crop=config.data.crop, seed=config.seed, epoch=epoch,
+                                 crops_per_record=config.data.crops_per_record, shard_index=rank,
+                                 num_shards=world, records_per_task=config.data.records_per_task)
+        start = time.perf_counter()
+        loss_sum = torch.zeros((), device=device)
+        done = 0
+        for batch in dataset.iter_torch_batches(batch_size=per_worker, drop_last=True, device=device):
+            if done >= steps:
+                break
+            with autocast():
+                out = model(batch["signal"])
+            loss = out["loss"]
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch} step {done}; lower optim.lr")
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+            else:
+                loss.backward()
+            method.after_backward()
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            scheduler.step()
+            global_step += 1
+            method.after_optimizer_step(global_step)
+            loss_sum += loss.detach().float()
+            done += 1
+        elapsed = time.perf_counter() - start
+        if done < steps:
+            raise RuntimeError(f"worker {rank} got {done} batches, expected {steps}: stream shorter than planned")
+        mean_loss = loss_sum / done
+        if world > 1:
+            torch.distributed.all_reduce(mean_loss)
+            mean_loss /= world
+        metrics = {"epoch": epoch, "loss": float(mean_loss), "lr": float(scheduler.get_last_lr()[0]),
+                   "samples_per_s": done * per_worker * world / elapsed, "steps": global_step}
+        metrics.update(_validation(config, method, model, store, val_idx, per_worker, world, rank, device,
+                                   autocast, has_labels, train_idx, linear_probe_auc))
+        history.append(metrics)
+        is_last = epoch == config.train.epochs - 1
+        if (epoch + 1) % config.train.checkpoint_every == 0 or is_last:
+            with tempfile.TemporaryDirectory() as tmp:
+                checkpoint = None
+                if rank == 0:
+                    state = {"model": method.state_dict(), "optimizer": optimizer.state_dict(),
+                             "scheduler": scheduler.state_dict(),
+                             "scaler": scaler.state_dict() if scaler is not None else {},
+                             "method_state": method.extra_state(), "epoch": epoch,
+                             "torch_rng": torch.get_rng_state(), "config": to_dict(config), "fs": store.fs}
+                    save_checkpoint(tmp, state, history)
+                    checkpoint = ray.train.Checkpoint.from_directory(tmp)
+                ray.train.report(metrics, checkpoint=checkpoint)
+        else:
+            ray.train.report(metrics)
+
+
+def _validation(config, method, model, store, val_idx, per_worker, world, rank, device, autocast, has_labels,
+                train_idx, probe_fn) -> dict[str, float]:
+    """Online linear probe macro AUC (rank 0) when labels exist, else the SSL loss on held-out records."""
+    if len(val_idx) == 0:
+        return {}
+    if has_labels and config.train.probe:
+        if rank != 0:
+            return {}
+        window = config.data.window if config.method.name != "cpc" else config.data.window
+        return probe_fn(method.encoder, store, train_idx, val_idx, label_set=config.data.label_set,
+                        window=window, stride=config.data.stride, max_records=config.train.probe_max_records,
+                        seed=config.seed, device=device)
+    # Held-out SSL loss: every worker takes the same number of batches (gathering losses need all).
+    batch = min(per_worker, len(val_idx) // world)
+    if batch < 2:
+        return {}
+    dataset, _ = train_crops(store, val_idx, crop=config.data.crop, seed=config.seed + 1, epoch=0,
+                             shard_index=rank, num_shards=world)
+    n_batches = (len(val_idx) // world) // batch
+    total, count = torch.zeros((), device=device), 0
+    with torch.no_grad():
+        for x in dataset.iter_torch_batches(batch_size=batch, drop_last=True, device=device):
+            if count >= n_batches:
+                break
+            with autocast():
+                total += model(x["signal"])["loss"].float()
+            count += 1
+    loss = total / max(1, count)
+    if world > 1:
+        torch.distributed.all_reduce(loss)
+        loss /= world
+    return {"val_loss": float(loss)} if math.isfinite(float(loss)) else {}

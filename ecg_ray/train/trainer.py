@@ -1,0 +1,174 @@
+"""Driver side of a run: validate the config before Ray starts, build and fit the TorchTrainer.
+
+A new run always gets a fresh directory ``OUTPUT/<method>-<timestamp>``; Ray Train resumes a run
+whose (storage_path, name) already exists, so reusing a directory is only done on purpose,
+with ``--resume RUN_DIR`` (which also reloads that run's saved config).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ecg_ray.config import Config, from_dict, to_dict
+from ecg_ray.data.store import EcgStore
+from ecg_ray.errors import ConfigError, EcgRayError
+
+RUN_CONFIG = "ecg_ray_config.yaml"
+
+
+def validate_pretraining(config: Config) -> EcgStore:
+    """Every check that can fail without Ray: store, method, encoder, batch split, precision."""
+    from ecg_ray.methods import METHODS
+    from ecg_ray.models import ENCODERS
+    from ecg_ray.train.pretrain import steps_per_epoch, training_records
+
+    if config.method.name not in METHODS:
+        raise ConfigError(f"method.name: unknown method {config.method.name!r}; choose one of {', '.join(METHODS)}")
+    if config.model.encoder not in ENCODERS:
+        raise ConfigError(f"model.encoder: unknown encoder {config.model.encoder!r}; choose one of "
+                          f"{', '.join(ENCODERS)}")
+    if config.method.name == "cpc" and config.model.encoder != "cpc_4fc2lstm":
+        raise ConfigError("model.encoder: method cpc needs the sequence encoder cpc_4fc2lstm")
+    if config.method.name != "cpc" and config.model.encoder == "cpc_4fc2lstm":
+        raise ConfigError(f"model.encoder: cpc_4fc2lstm is for method cpc, not {config.method.name}")
+    if config.train.workers < 1:
+        raise ConfigError("train.workers must be >= 1")
+    if config.train.epochs < 1:
+        raise ConfigError("train.epochs must be >= 1")
+    if config.train.precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise ConfigError(f"train.precision: unknown value {config.train.precision!r} (auto, fp32, bf16, fp16)")
+    if config.train.precision == "fp16" and config.train.gpus_per_worker <= 0:
+        raise ConfigError("train.precision=fp16 needs GPUs (train.gpus_per_worker > 0)")
+    if not config.data.store:
+        raise ConfigError("data.store: no store given (use --store STORE)")
+    store = EcgStore(config.data.store)
+    n_train = len(training_records(config, store))
+    steps_per_epoch(config, n_train, config.train.workers)
+    return store
+
+
+def ensure_ray() -> None:
+    """Connect to the cluster in RAY_ADDRESS, or start a small local instance."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
+    else:
+        # A small object store: the stream moves ~12 KB crops, not whole datasets.
+        ray.init(object_store_memory=1_000_000_000, include_dashboard=False, configure_logging=False)
+    from ray.data import DataContext
+
+    DataContext.get_current().enable_progress_bars = False
+
+
+def cpus_per_worker(config: Config) -> float:
+    """Leave at least one CPU to the Ray Data read tasks on a small machine (else the stream starves)."""
+    if config.train.cpus_per_worker is not None:
+        return float(config.train.cpus_per_worker)
+    import ray
+
+    total = float(ray.cluster_resources().get("CPU", 0))
+    workers = config.train.workers
+    if total == 0 or total >= workers + 1:
+        return 1.0
+    return max(0.25, int((total - 1) / workers * 4) / 4)
+
+
+def new_run_dir(output: Path, method: str) -> Path:
+    output = Path(output).resolve()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir = output / f"{method}-{stamp}"
+    suffix = 1
+    while run_dir.exists():
+        suffix += 1
+        run_dir = output / f"{method}-{stamp}-{suffix}"
+    return run_dir
+
+
+def load_run_config(run_dir: Path) -> dict:
+    path = Path(run_dir) / RUN_CONFIG
+    if not path.exists():
+        raise EcgRayError(f"{run_dir}: not an ecg_ray run directory (no {RUN_CONFIG}); cannot resume")
+    return yaml.safe_load(path.read_text())
+
+
+def fit(config: Config, run_dir: Path, train_func) -> dict[str, Any]:
+    """Fit a TorchTrainer for ``train_func`` writing into ``run_dir``; returns a summary dict."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from ecg_ray.train.checkpoint import load_history
+
+    ensure_ray()
+    run_dir = Path(run_dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / RUN_CONFIG).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    gpus = config.train.gpus_per_worker
+    resources = {"CPU": cpus_per_worker(config)}
+    if gpus > 0:
+        resources["GPU"] = gpus
+    trainer = TorchTrainer(
+        train_func,
+        train_loop_config={"config": to_dict(config)},
+        scaling_config=ScalingConfig(num_workers=config.train.workers, use_gpu=gpus > 0,
+                                     resources_per_worker=resources),
+        run_config=RunConfig(
+            name=run_dir.name, storage_path=str(run_dir.parent),
+            checkpoint_config=CheckpointConfig(num_to_keep=config.train.keep_checkpoints),
+            failure_config=FailureConfig(max_failures=config.train.max_failures),
+        ),
+    )
+    result = trainer.fit()
+    if result.error is not None:
+        raise EcgRayError(f"training failed: {result.error}")
+    checkpoint = Path(result.checkpoint.path) if result.checkpoint is not None else None
+    history = load_history(checkpoint) if checkpoint is not None else []
+    return {"run_dir": str(run_dir), "checkpoint": str(checkpoint) if checkpoint else None, "history": history}
+
+
+def run_pretraining(config: Config, output: Path | None, resume: Path | None = None) -> dict[str, Any]:
+    from ecg_ray.train.pretrain import pretrain_worker
+
+    validate_pretraining(config)
+    if resume is not None:
+        run_dir = Path(resume).resolve()
+    else:
+        if output is None:
+            raise ConfigError("--output DIR is required for a new run")
+        run_dir = new_run_dir(output, config.method.name)
+    start = time.perf_counter()
+    summary = fit(config, run_dir, pretrain_worker)
+    history = summary.pop("history")
+    last = history[-1] if history else {}
+    return {
+        "method": config.method.name,
+        "encoder": config.model.encoder,
+        "epochs": len(history),
+        "loss": [h["loss"] for h in history],
+        "samples_per_s": last.get("samples_per_s"),
+        "val_macro_auc": last.get("val_macro_auc"),
+        "val_loss": last.get("val_loss"),
+        "workers": config.train.workers,
+        "wall_s": round(time.perf_counter() - start, 2),
+        **summary,
+    }
+
+
+def resume_config(run_dir: Path, overrides: list[str], epochs: int | None) -> Config:
+    """The saved config of a run, with --set overrides and --epochs applied (to extend a run)."""
+    from ecg_ray.config import parse_override, set_dotted
+
+    tree = load_run_config(run_dir)
+    for item in overrides:
+        key, value = parse_override(item)
+        set_dotted(tree, key, value)
+    if epochs is not None:
+        set_dotted(tree, "train.epochs", epochs)
+    return from_dict(Config, tree)
