@@ -1,0 +1,233 @@
+"""Losses under a real 2-process gloo group on CPU equal the single-process losses on the full batch.
+
+Each spawned worker holds one half (or an unequal part) of a batch, computes the losses and
+their input gradients, and writes them to a file in tmp_path; the parent compares them with the
+same losses computed without a process group on the concatenated batch.
+
+Gradient convention checked (see ecg_ray.distributed): with equal halves, the mean of the
+workers' losses is the single-process loss, and each worker's input gradient is
+``world_size`` x its slice of the single-process gradient (DDP's averaging of parameter
+gradients divides that factor out again). The group rendezvous through a file in tmp_path and
+gloo binds to loopback, so this runs in a network namespace with only 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from datetime import timedelta
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from ecg_ray import distributed as D
+from ecg_ray.losses import byol_loss, cpc_infonce, nt_xent, sinkhorn, swav_loss
+
+WORLD = 2
+N = 8  # global batch
+UNEQUAL = [3, 5]  # rows per rank for the unequal-split checks
+
+
+def make_inputs() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    f64 = torch.float64
+    return {
+        "z1": torch.randn(N, 5, generator=g, dtype=f64),
+        "z2": torch.randn(N, 5, generator=g, dtype=f64),
+        "scores": torch.randn(N, 6, generator=g, dtype=f64),
+        "scores2": torch.randn(N, 6, generator=g, dtype=f64),
+        "p": torch.randn(N, 4, generator=g, dtype=f64),
+        "cpc_p": torch.randn(N, 5, 3, generator=g, dtype=f64),
+        "cpc_z": torch.randn(N, 5, 3, generator=g, dtype=f64),
+        "x": torch.randn(sum(UNEQUAL), 3, generator=g, dtype=f64),
+        "w": torch.randn(WORLD, sum(UNEQUAL), 3, generator=g, dtype=f64),
+    }
+
+
+def _rows(rank: int, sizes: list[int]) -> slice:
+    start = sum(sizes[:rank])
+    return slice(start, start + sizes[rank])
+
+
+def _leaf(t: torch.Tensor) -> torch.Tensor:
+    return t.clone().requires_grad_()
+
+
+def worker(rank: int, init_file: str, out_dir: str, inputs: dict[str, torch.Tensor]) -> None:
+    """One rank: compute every quantity on its part of the batch and save it for the parent."""
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    if sys.platform.startswith("linux"):
+        # gloo otherwise resolves the hostname, which may name an interface the namespace lacks.
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD,
+                            timeout=timedelta(seconds=60))
+    try:
+        half = [N // WORLD] * WORLD
+        mine = _rows(rank, half)
+        out: dict[str, object] = {"world_size": D.world_size(), "rank": D.rank()}
+
+        z1, z2 = _leaf(inputs["z1"][mine]), _leaf(inputs["z2"][mine])
+        loss = nt_xent(z1, z2, temperature=0.5)
+        loss.backward()
+        out |= {"ntxent": loss.item(), "ntxent_g1": z1.grad, "ntxent_g2": z2.grad}
+
+        # Unequal parts: weighting each rank's loss by B_r * W / N makes the sum over ranks W x
+        # the single-process loss, so the gradients are again W x the single-process slices.
+        part = _rows(rank, UNEQUAL)
+        u1, u2 = _leaf(inputs["z1"][part]), _leaf(inputs["z2"][part])
+        loss = nt_xent(u1, u2, temperature=0.5)
+        (loss * UNEQUAL[rank] * WORLD / N).backward()
+        out |= {"ntxent_unequal": loss.item(), "ntxent_unequal_g1": u1.grad, "ntxent_unequal_g2": u2.grad}
+
+        out["sinkhorn"] = sinkhorn(inputs["scores"][mine])
+        out["sinkhorn_unequal"] = sinkhorn(inputs["scores"][part])
+        s1, s2 = _leaf(inputs["scores"][mine]), _leaf(inputs["scores2"][mine])
+        loss = swav_loss([s1, s2], {0: sinkhorn(s1), 1: sinkhorn(s2)})
+        loss.backward()
+        out |= {"swav": loss.item(), "swav_g1": s1.grad, "swav_g2": s2.grad}
+
+        p = _leaf(inputs["p"][mine])
+        loss = byol_loss(p, inputs["z1"][mine][:, :4])
+        loss.backward()
+        out |= {"byol": loss.item(), "byol_g": p.grad}
+
+        cp, cz = _leaf(inputs["cpc_p"][mine]), _leaf(inputs["cpc_z"][mine])
+        loss = cpc_infonce(cp, cz, negatives="batch", gather=True)
+        loss.backward()
+        out |= {"cpc": loss.item(), "cpc_gp": cp.grad, "cpc_gz": cz.grad}
+
+        # gather_with_grad itself: rank r's loss is <gather(x), w_r>, so x_r's gradient must be
+        # the sum over ranks of w_s restricted to r's rows.
+        x = _leaf(inputs["x"][part])
+        gathered = D.gather_with_grad(x)
+        (gathered * inputs["w"][rank]).sum().backward()
+        out |= {"gathered": gathered.detach(), "gather_g": x.grad,
+                "gather_no_grad": D.all_gather_no_grad(inputs["x"][part]),
+                "reduced": D.all_reduce_sum(torch.tensor([float(rank + 1)])),
+                "offset": D.row_offset(UNEQUAL[rank])}
+        torch.save(out, os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("dist")
+    inputs = make_inputs()
+    ctx = mp.spawn(worker, args=(str(tmp / "rendezvous"), str(tmp), inputs), nprocs=WORLD, join=False)
+    deadline = time.monotonic() + 120
+    # join() re-raises a worker's exception with its traceback; the deadline turns a hung
+    # collective into a failure instead of a stuck test run.
+    while not ctx.join(timeout=1):
+        if time.monotonic() > deadline:
+            for process in ctx.processes:
+                process.terminate()
+            pytest.fail("distributed workers did not finish within 120 s")
+    return inputs, [torch.load(tmp / f"rank{r}.pt") for r in range(WORLD)]
+
+
+def _grads(fn, *tensors):
+    leaves = [_leaf(t) for t in tensors]
+    loss = fn(*leaves)
+    loss.backward()
+    return loss.item(), [leaf.grad for leaf in leaves]
+
+
+def test_helpers_are_identity_without_a_group():
+    assert not D.is_distributed() and D.world_size() == 1 and D.rank() == 0
+    t = torch.randn(3, 2)
+    assert D.gather_with_grad(t) is t
+    torch.testing.assert_close(D.all_reduce_sum(t), t)
+    torch.testing.assert_close(D.all_gather_no_grad(t), t)
+    assert D.row_offset(3) == 0
+
+
+def test_group_basics(results):
+    inputs, outs = results
+    assert [o["world_size"] for o in outs] == [WORLD, WORLD] and [o["rank"] for o in outs] == [0, 1]
+    for o in outs:
+        torch.testing.assert_close(o["gathered"], inputs["x"])
+        torch.testing.assert_close(o["gather_no_grad"], inputs["x"])
+        assert o["reduced"].item() == 3.0
+    assert [o["offset"] for o in outs] == [0, UNEQUAL[0]]
+
+
+def test_gather_with_grad_sums_gradients_over_ranks(results):
+    inputs, outs = results
+    expected = inputs["w"].sum(dim=0)
+    for r, o in enumerate(outs):
+        torch.testing.assert_close(o["gather_g"], expected[_rows(r, UNEQUAL)])
+
+
+def test_nt_xent_equals_single_process_loss_and_gradient(results):
+    inputs, outs = results
+    loss, (g1, g2) = _grads(lambda a, b: nt_xent(a, b, temperature=0.5), inputs["z1"], inputs["z2"])
+    assert sum(o["ntxent"] for o in outs) / WORLD == pytest.approx(loss, rel=1e-12)
+    half = [N // WORLD] * WORLD
+    for r, o in enumerate(outs):
+        mine = _rows(r, half)
+        torch.testing.assert_close(o["ntxent_g1"], WORLD * g1[mine])
+        torch.testing.assert_close(o["ntxent_g2"], WORLD * g2[mine])
+    # Unequal parts: the per-sample weighted mean of the ranks' losses is the global loss.
+    weighted = sum(o["ntxent_unequal"] * UNEQUAL[r] for r, o in enumerate(outs)) / N
+    assert weighted == pytest.approx(loss, rel=1e-12)
+    for r, o in enumerate(outs):
+        part = _rows(r, UNEQUAL)
+        torch.testing.assert_close(o["ntxent_unequal_g1"], WORLD * g1[part])
+        torch.testing.assert_close(o["ntxent_unequal_g2"], WORLD * g2[part])
+
+
+def test_nt_xent_without_gather_would_differ(results):
+    # Guards the test itself: the local-negatives loss is a different number.
+    inputs, outs = results
+    local = sum(nt_xent(inputs["z1"][s], inputs["z2"][s]).item() for s in (slice(0, 4), slice(4, 8))) / 2
+    assert abs(local - sum(o["ntxent"] for o in outs) / WORLD) > 1e-3
+
+
+def test_sinkhorn_rows_equal_single_process_rows(results):
+    inputs, outs = results
+    full = sinkhorn(inputs["scores"])
+    half = [N // WORLD] * WORLD
+    for r, o in enumerate(outs):
+        torch.testing.assert_close(o["sinkhorn"], full[_rows(r, half)])
+        torch.testing.assert_close(o["sinkhorn_unequal"], full[_rows(r, UNEQUAL)])
+    # ... while a per-rank Sinkhorn would not equalise over the global batch.
+    assert not torch.allclose(sinkhorn(inputs["scores"][:4]), full[:4])
+
+
+def test_swav_equals_single_process_loss_and_gradient(results):
+    inputs, outs = results
+    loss, (g1, g2) = _grads(lambda a, b: swav_loss([a, b], {0: sinkhorn(a), 1: sinkhorn(b)}),
+                            inputs["scores"], inputs["scores2"])
+    assert sum(o["swav"] for o in outs) / WORLD == pytest.approx(loss, rel=1e-12)
+    half = [N // WORLD] * WORLD
+    for r, o in enumerate(outs):
+        # No gather in the loss itself: each rank's gradient is W x its slice of the mean's.
+        torch.testing.assert_close(o["swav_g1"], WORLD * g1[_rows(r, half)])
+        torch.testing.assert_close(o["swav_g2"], WORLD * g2[_rows(r, half)])
+
+
+def test_byol_is_unaffected_by_the_group(results):
+    inputs, outs = results
+    half = [N // WORLD] * WORLD
+    for r, o in enumerate(outs):
+        mine = _rows(r, half)
+        loss, (g,) = _grads(lambda p, m=mine: byol_loss(p, inputs["z1"][m][:, :4]), inputs["p"][mine])
+        assert o["byol"] == pytest.approx(loss, rel=1e-12)
+        torch.testing.assert_close(o["byol_g"], g)
+    full = byol_loss(inputs["p"], inputs["z1"][:, :4]).item()
+    assert sum(o["byol"] for o in outs) / WORLD == pytest.approx(full, rel=1e-12)
+
+
+def test_cpc_batch_negatives_gathered_equal_single_process(results):
+    inputs, outs = results
+    loss, (gp, gz) = _grads(lambda p, z: cpc_infonce(p, z, negatives="batch"),
+                            inputs["cpc_p"], inputs["cpc_z"])
+    assert sum(o["cpc"] for o in outs) / WORLD == pytest.approx(loss, rel=1e-12)
+    half = [N // WORLD] * WORLD
+    for r, o in enumerate(outs):
+        torch.testing.assert_close(o["cpc_gp"], WORLD * gp[_rows(r, half)])
+        torch.testing.assert_close(o["cpc_gz"], WORLD * gz[_rows(r, half)])
