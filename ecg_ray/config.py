@@ -119,6 +119,8 @@ class TrainConfig:
     #: CPUs reserved per training worker; null = 1, or less on a small local machine so that the
     #: Ray Data read tasks keep a CPU (a 2-core machine with 2 workers gets 0.5 each)
     cpus_per_worker: float | None = None
+    #: intra-op threads of torch in each worker; null = Ray's default (the worker's whole CPUs, min 1)
+    torch_threads: int | None = None
     #: auto = bf16 autocast on GPU, fp32 on CPU; or fp32 / bf16 / fp16 (with a grad scaler)
     precision: str = "auto"
     checkpoint_every: int = 1

@@ -77,6 +77,8 @@ def pretrain_worker(loop_config: dict[str, Any]) -> None:
     from ecg_ray.train.checkpoint import load_history, load_state, save_checkpoint
 
     config: Config = from_dict(Config, loop_config["config"])
+    if config.train.torch_threads:
+        torch.set_num_threads(config.train.torch_threads)
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
