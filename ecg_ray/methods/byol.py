@@ -32,6 +32,11 @@ class BYOL(Method):
         self.target = nn.Sequential(copy.deepcopy(encoder), copy.deepcopy(self.projector))
         for p in self.target.parameters():
             p.requires_grad_(False)
+        for module in self.target.modules():
+            # The target normalises with batch statistics (train mode, as in BYOL) but its running
+            # statistics are defined by the EMA alone, not also moved by its own forward passes.
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.momentum = 0.0
         self.tau_base = c.tau_base
         self.tau = c.tau_base
 
