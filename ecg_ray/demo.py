@@ -1,30 +1,50 @@
 """``make demo``: the main job on embedded synthetic data, no download needed.
 
-Today it prepares a labelled synthetic 12-lead store, prints its summary and streams one epoch
-of random 2.5 s crops through Ray Data on a local Ray instance. Pretraining, evaluation and the
-report join this script as they land (see the README's roadmap).
+Steps: prepare a labelled synthetic 12-lead store, stream random 2.5 s crops through Ray Data,
+pretrain SimCLR for a few epochs on a local Ray cluster (2 Ray Train workers, an online linear
+probe on the validation fold each epoch), and export the encoder. Evaluation and the report
+join this script with the evaluation issue (see the README's roadmap).
 
-Usage: python -m ecg_ray.demo [--out demo_out] [--records 2000]
+Usage: python -m ecg_ray.demo [--out demo_out] [--records 2000] [--epochs 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
 
 from ecg_ray.cli import main as cli_main
 
+ROOT = Path(__file__).resolve().parents[1]
 
-def run(out: Path, records: int) -> int:
+
+def _cli_json(args: list[str]) -> dict:
+    """Run a CLI verb with --json and return its summary (last stdout line)."""
+    import contextlib
+    import io
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        code = cli_main([*args, "--json"])
+    lines = buffer.getvalue().strip().splitlines()
+    print("\n".join(lines[:-1]))
+    if code:
+        raise SystemExit(code)
+    return json.loads(lines[-1])
+
+
+def run(out: Path, records: int, epochs: int) -> int:
+    start = time.perf_counter()
     store = out / "synthetic.zarr"
-    print(f"[demo] 1/2 prepare {records} synthetic 12-lead records -> {store}")
-    code = cli_main(["prepare", "synthetic", "--out", str(store), "--records", str(records), "--overwrite"])
+    print(f"[demo] 1/4 prepare {records} synthetic 12-lead records -> {store}")
+    code = cli_main(["prepare", "synthetic", "--out", str(store), "--records", str(records), "--overwrite",
+                     "--no-progress"])
     if code:
         return code
 
-    print("[demo] 2/2 stream one epoch of random 2.5 s crops through Ray Data")
     import ray
     from ray.data import DataContext
 
@@ -35,19 +55,30 @@ def run(out: Path, records: int) -> int:
              configure_logging=False)
     DataContext.get_current().enable_progress_bars = False
     try:
+        print("[demo] 2/4 stream one epoch of random 2.5 s crops through Ray Data")
         opened = EcgStore(store)
         train = select_records(opened, folds=range(1, 9))
         dataset, info = train_crops(opened, train, crop=250, seed=0, epoch=0, with_labels=True)
-        start, n, shape = time.perf_counter(), 0, None
+        t0, n, shape = time.perf_counter(), 0, None
         for batch in dataset.iter_torch_batches(batch_size=256):
             n += batch["signal"].shape[0]
             shape = shape or tuple(batch["signal"].shape)
-        elapsed = time.perf_counter() - start
+        print(f"[demo]     {n} crops of {info.records} training records (folds 1-8) in "
+              f"{time.perf_counter() - t0:.1f} s; batch shape {shape}")
+
+        print(f"[demo] 3/4 pretrain SimCLR for {epochs} epochs on 2 Ray Train workers")
+        summary = _cli_json(["pretrain", "--config", str(ROOT / "jobs" / "smoke" / "simclr.yaml"),
+                             "--store", str(store), "--epochs", str(epochs), "--workers", "2",
+                             "--set", "train.batch_size=128", "--set", "train.probe_max_records=400",
+                             "--output", str(out / "runs")])
+        print(f"[demo]     loss per epoch {[round(v, 3) for v in summary['loss']]}, "
+              f"online linear probe val macro AUC {summary['val_macro_auc']:.3f}")
+
+        print("[demo] 4/4 export the encoder")
+        exported = _cli_json(["export", summary["run_dir"], "--out", str(out / "encoder.pt")])
     finally:
         ray.shutdown()
-    print(f"[demo] streamed {n} crops of {info.records} training records (folds 1-8) in {elapsed:.1f} s; "
-          f"batch shape {shape}")
-    print(f"[demo] done. Inspect the store with: ecg-ray inspect {store}")
+    print(f"[demo] done in {time.perf_counter() - start:.0f} s. Encoder: {exported['out']}; run: {summary['run_dir']}")
     return 0
 
 
@@ -55,8 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("demo_out"))
     parser.add_argument("--records", type=int, default=2000)
+    parser.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args(argv)
-    return run(args.out, args.records)
+    return run(args.out, args.records, args.epochs)
 
 
 if __name__ == "__main__":
