@@ -111,6 +111,52 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print one JSON object on the last line (method, epochs, loss, samples_per_s, run_dir, "
                         "checkpoint, ...)")
 
+    p = sub.add_parser(
+        "evaluate", help="linear / fine-tune / supervised evaluation",
+        description="Train a classifier on the training folds (random 2.5 s crops, multi-label BCE), select the "
+                    "epoch by validation macro AUC, and report test macro AUC over sliding windows averaged "
+                    "per record, with a bootstrap 95%% interval. linear without an encoder probes a "
+                    "random-init encoder.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--mode", choices=("linear", "finetune", "supervised"), default=None,
+                   help="evaluation mode (eval.mode)")
+    p.add_argument("--store", type=Path, default=None, help="prepared labelled store (data.store)")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--encoder", type=Path, default=None, help="exported encoder file (ecg-ray export)")
+    source.add_argument("--pretrained", type=Path, default=None, metavar="RUN_DIR", help="pretraining run directory")
+    p.add_argument("--config", type=Path, default=None, help="YAML config, e.g. jobs/smoke/eval-linear.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key (repeatable)")
+    p.add_argument("--workers", type=int, default=None, help="training workers (train.workers)")
+    p.add_argument("--gpus-per-worker", type=float, default=None, help="GPUs per worker")
+    p.add_argument("--epochs", type=int, default=None, help="epochs (train.epochs)")
+    p.add_argument("--output", type=Path, required=True, help="directory that receives the run directory")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object on the last line (mode, val_macro_auc, test_macro_auc, "
+                        "test_macro_auc_ci, labels_scored, best_epoch, run_dir, ...)")
+
+    p = sub.add_parser(
+        "sweep", help="run a Ray Tune sweep (hyperparameters, label fractions, noise)",
+        description="Run the trials of a sweep file (jobs/sweeps/*.yaml) with Ray Tune, each trial fitting its "
+                    "own TorchTrainer, and write results.parquet/.csv (one row per trial) and, for noise "
+                    "sweeps, robustness.parquet/.csv into the output directory. Re-running on the same "
+                    "output directory resumes the sweep.",
+    )
+    p.add_argument("--config", type=Path, required=True, help="sweep file, e.g. jobs/sweeps/label-fraction.yaml")
+    p.add_argument("--store", type=Path, default=None, help="prepared store for every trial (data.store)")
+    p.add_argument("--output", type=Path, default=None, help="sweep directory (default runs/sweeps/NAME)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key in every trial (repeatable)")
+    p.add_argument("--json", action="store_true", help="print a JSON summary on the last line")
+
+    p = sub.add_parser("report", help="write a Markdown report with plots",
+                       description="Collect results tables, evaluation summaries and pretraining histories "
+                                   "under DIR into a Markdown report with PNG plots.")
+    p.add_argument("dir", type=Path)
+    p.add_argument("--out", type=Path, default=None, help="report file (default DIR/report/report.md)")
+    p.add_argument("--json", action="store_true", help="print a JSON summary on the last line")
+
     p = sub.add_parser("export", help="export a run's encoder weights",
                        description="Write the encoder of RUN_DIR's newest checkpoint to a file loadable with "
                                    "torch.load(..., weights_only=True) (see README).")
@@ -274,6 +320,57 @@ def cmd_pretrain(args) -> dict:
     return summary
 
 
+def cmd_evaluate(args) -> dict:
+    from ecg_ray.config import load_config
+    from ecg_ray.train.trainer import run_evaluation
+
+    flags = []
+    if args.mode is not None:
+        flags.append(f"eval.mode={args.mode}")
+    if args.store is not None:
+        flags.append(f"data.store={args.store.resolve()}")
+    if args.encoder is not None:
+        flags.append(f"eval.encoder={args.encoder.resolve()}")
+    if args.pretrained is not None:
+        flags.append(f"eval.pretrained={args.pretrained.resolve()}")
+    if args.workers is not None:
+        flags.append(f"train.workers={args.workers}")
+    if args.gpus_per_worker is not None:
+        flags.append(f"train.gpus_per_worker={args.gpus_per_worker}")
+    if args.epochs is not None:
+        flags.append(f"train.epochs={args.epochs}")
+    config = load_config(args.config, [*args.overrides, *flags])
+    summary = run_evaluation(config, args.output)
+    low, high = summary["test_macro_auc_ci"]
+    print(f"{summary['variant']}: test macro AUC {summary['test_macro_auc']:.4f} [{low:.4f}, {high:.4f}] over "
+          f"{summary['labels_scored']} labels ({summary['labels_skipped']} without positives and negatives "
+          f"skipped); best epoch {summary['best_epoch']} (val {summary['val_macro_auc']:.4f})")
+    for row in summary["robustness"]:
+        print(f"  noise {row['noise_type']:<16} SNR {row['snr_db']:>6.1f} dB: test macro AUC {row['test_macro_auc']:.4f}")
+    print(f"  run dir     {summary['run_dir']}")
+    return summary
+
+
+def cmd_sweep(args) -> dict:
+    from ecg_ray.tune import load_sweep, run_sweep
+
+    spec = load_sweep(args.config, args.overrides, args.store)
+    output = args.output or Path("runs") / "sweeps" / spec["name"]
+    summary = run_sweep(spec, output)
+    print(f"sweep {summary['name']}: {summary['trials']} trial(s), {summary['errored']} errored")
+    for name, path in summary["tables"].items():
+        print(f"  {name:<11} {path}")
+    return summary
+
+
+def cmd_report(args) -> dict:
+    from ecg_ray.report import write_report
+
+    path = write_report(args.dir, args.out)
+    print(f"report written to {path}")
+    return {"report": str(path)}
+
+
 def cmd_export(args) -> dict:
     from ecg_ray.train.checkpoint import export_encoder
 
@@ -283,7 +380,8 @@ def cmd_export(args) -> dict:
 
 
 COMMANDS = {"prepare": cmd_prepare, "inspect": cmd_inspect, "download": cmd_download,
-            "pretrain": cmd_pretrain, "export": cmd_export}
+            "pretrain": cmd_pretrain, "export": cmd_export, "evaluate": cmd_evaluate, "sweep": cmd_sweep,
+            "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:

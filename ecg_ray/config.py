@@ -134,6 +134,36 @@ class TrainConfig:
 
 
 @dataclass
+class EvalConfig:
+    """Downstream training and evaluation (``ecg-ray evaluate``)."""
+
+    #: linear (frozen encoder, BN in eval mode), finetune (whole network), supervised (random init)
+    mode: str = "linear"
+    #: classifier head: auto = linear, or the paper's 2-layer head for the CPC encoder in finetune/supervised
+    head: str = "auto"
+    #: finetune: epochs training only the head before all layers are trained
+    head_only_epochs: int = 0
+    #: finetune: encoder lr = optim.lr x factor (CPC: LSTM x factor, per-step layers x factor^2)
+    discriminative_lr_factor: float = 1.0
+    #: exported encoder file or pretraining run directory ("" = random initialisation)
+    encoder: str = ""
+    pretrained: str = ""
+    bootstrap: int = 1000
+    #: name of this model variant in results tables and reports (default: derived)
+    variant: str = ""
+
+
+@dataclass
+class NoiseConfig:
+    """Seeded test-time noise (robustness): every (type, SNR) pair is evaluated on the test folds."""
+
+    types: list[str] = field(default_factory=list)
+    snr_db: list[float] = field(default_factory=list)
+    seed: int = 0
+    mains_hz: float = 50.0
+
+
+@dataclass
 class Config:
     """Root of the configuration tree."""
 
@@ -149,6 +179,8 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     #: augmentation specs, e.g. [{name: RandomResizedCrop, scale: [0.5, 1.0]}, {name: TimeOut}]
     augmentations: list[dict] | None = None
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
 
 
 METHOD_SECTIONS = ("simclr", "byol", "swav", "cpc")
@@ -275,6 +307,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
     items = overrides.items() if isinstance(overrides, dict) else [parse_override(o) for o in overrides or []]
     for key, value in items:
         set_dotted(tree, key, value)
+    noise = tree.get("noise")
+    if isinstance(noise, dict):  # a single level is a one-element grid (Tune sets noise.snr_db=6)
+        for key in ("snr_db", "types"):
+            if key in noise and not isinstance(noise[key], list | tuple) and noise[key] is not None:
+                noise[key] = [noise[key]]
     config = from_dict(cls, tree)
     if cls is Config:
         check_method_sections(config, tree)

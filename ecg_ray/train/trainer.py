@@ -99,7 +99,7 @@ def load_run_config(run_dir: Path) -> dict:
     return yaml.safe_load(path.read_text())
 
 
-def fit(config: Config, run_dir: Path, train_func) -> dict[str, Any]:
+def fit(config: Config, run_dir: Path, train_func, callbacks: list | None = None) -> dict[str, Any]:
     """Fit a TorchTrainer for ``train_func`` writing into ``run_dir``; returns a summary dict."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -123,6 +123,7 @@ def fit(config: Config, run_dir: Path, train_func) -> dict[str, Any]:
             name=run_dir.name, storage_path=str(run_dir.parent),
             checkpoint_config=CheckpointConfig(num_to_keep=config.train.keep_checkpoints),
             failure_config=FailureConfig(max_failures=config.train.max_failures),
+            callbacks=callbacks or None,
         ),
     )
     result = trainer.fit()
@@ -172,3 +173,76 @@ def resume_config(run_dir: Path, overrides: list[str], epochs: int | None) -> Co
     if epochs is not None:
         set_dotted(tree, "train.epochs", epochs)
     return from_dict(Config, tree)
+
+
+def validate_evaluation(config: Config) -> EcgStore:
+    from ecg_ray.models import ENCODERS
+    from ecg_ray.train.downstream import MODES, load_encoder_weights, splits
+
+    if config.eval.mode not in MODES:
+        raise ConfigError(f"eval.mode: unknown mode {config.eval.mode!r}; choose one of {', '.join(MODES)}")
+    if config.eval.mode == "supervised" and (config.eval.encoder or config.eval.pretrained):
+        raise ConfigError("eval.mode=supervised trains from random initialisation; drop --encoder/--pretrained")
+    if config.eval.mode == "finetune" and not (config.eval.encoder or config.eval.pretrained):
+        raise ConfigError("eval.mode=finetune needs --encoder FILE or --pretrained RUN_DIR "
+                          "(use --mode supervised for random initialisation)")
+    if config.model.encoder not in ENCODERS:
+        raise ConfigError(f"model.encoder: unknown encoder {config.model.encoder!r}")
+    if config.eval.head not in ("auto", "linear", "mlp"):
+        raise ConfigError(f"eval.head: unknown head {config.eval.head!r} (auto, linear, mlp)")
+    load_encoder_weights(config)  # fails early on a missing or foreign file
+    if not config.data.store:
+        raise ConfigError("data.store: no store given (use --store STORE)")
+    store = EcgStore(config.data.store)
+    if config.data.label_set not in store.manifest.get("label_sets", {}):
+        raise ConfigError(f"data.label_set: {config.data.label_set!r} not in store "
+                          f"(has {sorted(store.manifest.get('label_sets', {}))})")
+    train, _, _ = splits(config, store)
+    if config.train.batch_size % config.train.workers:
+        raise ConfigError(f"train.batch_size={config.train.batch_size} cannot be split over {config.train.workers} workers")
+    if len(train) // config.train.workers < config.train.batch_size // config.train.workers:
+        raise ConfigError(f"train.batch_size={config.train.batch_size}: only {len(train)} labelled training records")
+    from ecg_ray.evaluation.noise import NOISE_TYPES
+
+    unknown = [t for t in config.noise.types if t not in NOISE_TYPES]
+    if unknown:
+        raise ConfigError(f"noise.types: unknown {unknown}; choose from {', '.join(NOISE_TYPES)}")
+    return store
+
+
+def run_evaluation(config: Config, output: Path, callbacks: list | None = None,
+                   run_dir: Path | None = None) -> dict[str, Any]:
+    """Train/evaluate one downstream model; writes RUN_DIR/evaluation.json; returns the summary."""
+    import json
+    import shutil
+
+    from ecg_ray.train.downstream import EVALUATION_FILE, downstream_worker
+
+    validate_evaluation(config)
+    if run_dir is None:
+        if output is None:
+            raise ConfigError("--output DIR is required")
+        run_dir = new_run_dir(output, f"eval-{config.eval.mode}")
+    start = time.perf_counter()
+    summary = fit(config, run_dir, downstream_worker, callbacks=callbacks)
+    checkpoint = Path(summary["checkpoint"])
+    evaluation = json.loads((checkpoint / EVALUATION_FILE).read_text())
+    evaluation["run_dir"] = summary["run_dir"]
+    evaluation["checkpoint"] = str(checkpoint)
+    shutil.copy(checkpoint / EVALUATION_FILE, Path(summary["run_dir"]) / EVALUATION_FILE)
+    (Path(summary["run_dir"]) / EVALUATION_FILE).write_text(json.dumps(evaluation, indent=1))
+    return {
+        "mode": evaluation["mode"],
+        "variant": evaluation["variant"],
+        "val_macro_auc": evaluation["val_macro_auc"],
+        "test_macro_auc": evaluation["test_macro_auc"],
+        "test_macro_auc_ci": evaluation["test_macro_auc_ci"],
+        "labels_scored": evaluation["labels_scored"],
+        "labels_skipped": evaluation["labels_skipped"],
+        "best_epoch": evaluation["best_epoch"],
+        "epochs": len(evaluation["history"]),
+        "robustness": evaluation["robustness"],
+        "run_dir": summary["run_dir"],
+        "checkpoint": str(checkpoint),
+        "wall_s": round(time.perf_counter() - start, 2),
+    }

@@ -1,0 +1,269 @@
+"""Sweeps with Ray Tune: search spaces over the same dotted keys as ``--set``, one row per trial.
+
+Ray 2.60 runs Train V2, where ``Tuner(TorchTrainer)`` is gone: each trial is a function that
+builds and fits its own ``TorchTrainer`` (via :func:`ecg_ray.train.trainer.run_evaluation` or
+``run_pretraining``) with a ``TuneReportCallback`` that forwards every epoch's report to Tune, so
+ASHA can stop weak trials early on the validation metric.
+
+A sweep file (``jobs/sweeps/*.yaml``)::
+
+    name: label-efficiency
+    kind: evaluate                      # or pretrain
+    base: ../smoke/eval-linear.yaml     # base config, relative to this file
+    set: {train.epochs: 3}              # fixed overrides for every trial
+    variants:                           # optional grid dimension of named override groups
+      - {variant: pretrained linear, eval.mode: linear}
+      - {variant: supervised, eval.mode: supervised, eval.encoder: "", eval.pretrained: ""}
+    search:                             # dotted key -> space
+      data.label_fraction: {grid: [0.05, 0.1, 1.0]}
+      optim.lr: {loguniform: [1.0e-4, 1.0e-2]}
+    searcher: grid                      # grid | random | optuna
+    num_samples: 1
+    metric: val_macro_auc
+    mode: max
+    scheduler: {name: asha, grace_period: 1}   # or none
+    max_concurrent_trials: 1
+
+Precedence per trial: base file < ``set`` < the CLI's ``--set`` < variant < searched values.
+Outputs in the sweep directory: ``results.parquet`` / ``results.csv`` (one row per trial: its
+config keys and final metrics) and, when trials evaluated noise, ``robustness.parquet`` / ``.csv``
+(one row per trial x noise type x SNR). A sweep whose driver died resumes with ``ecg-ray sweep``
+on the same output directory: finished trials are kept, unfinished ones continue.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from ecg_ray.config import load_config
+from ecg_ray.errors import ConfigError
+
+SPEC_KEYS = {"name", "kind", "base", "set", "variants", "search", "searcher", "num_samples", "metric", "mode",
+             "scheduler", "max_concurrent_trials", "resources_per_trial", "description"}
+SPACES = ("grid", "choice", "uniform", "loguniform", "randint", "quniform")
+TUNE_DIR = "tune"
+VARIANT_KEY = "variant"
+
+
+def load_sweep(path: Path, overrides: list[str] | None = None, store: Path | None = None) -> dict[str, Any]:
+    """Read and validate a sweep file; returns the spec with the base path resolved."""
+    from ecg_ray.config import parse_override
+
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"sweep file {path} not found")
+    spec = yaml.safe_load(path.read_text()) or {}
+    unknown = sorted(set(spec) - SPEC_KEYS)
+    if unknown:
+        raise ConfigError(f"{path}: unknown sweep key(s) {unknown}; valid: {sorted(SPEC_KEYS)}")
+    spec.setdefault("name", path.stem)
+    spec.setdefault("kind", "evaluate")
+    if spec["kind"] not in ("evaluate", "pretrain"):
+        raise ConfigError(f"{path}: kind must be evaluate or pretrain, got {spec['kind']!r}")
+    if "base" not in spec:
+        raise ConfigError(f"{path}: 'base' (the base config file) is required")
+    base = (path.parent / spec["base"]).resolve()
+    if not base.exists():
+        raise ConfigError(f"{path}: base config {base} not found")
+    spec["base"] = str(base)
+    fixed = dict(spec.get("set") or {})
+    for item in overrides or []:
+        key, value = parse_override(item)
+        fixed[key] = value
+    if store is not None:
+        fixed["data.store"] = str(Path(store).resolve())
+    spec["set"] = fixed
+    spec["variants"] = list(spec.get("variants") or [])
+    spec["search"] = dict(spec.get("search") or {})
+    spec.setdefault("searcher", "grid")
+    spec.setdefault("num_samples", 1)
+    spec.setdefault("metric", "val_macro_auc" if spec["kind"] == "evaluate" else "loss")
+    spec.setdefault("mode", "max" if spec["kind"] == "evaluate" else "min")
+    spec.setdefault("max_concurrent_trials", 1)
+    for key, space in spec["search"].items():
+        if not isinstance(space, dict) or len(space) != 1 or next(iter(space)) not in SPACES:
+            raise ConfigError(f"{path}: search.{key} must be one of {{{', '.join(SPACES)}: ...}}, got {space!r}")
+    if spec["searcher"] not in ("grid", "random", "optuna"):
+        raise ConfigError(f"{path}: searcher must be grid, random or optuna")
+    if spec["searcher"] == "optuna" and any("grid" in s for s in spec["search"].values()):
+        raise ConfigError(f"{path}: optuna cannot search grid spaces; use choice")
+    # Validate every trial's config now, before Ray starts: a typo fails here, naming the key.
+    for trial in preview_trials(spec):
+        load_config(spec["base"], trial)
+    return spec
+
+
+def preview_trials(spec: dict) -> list[dict[str, Any]]:
+    """Representative override sets (each variant x first value of each space) for validation."""
+    first = {}
+    for key, space in spec["search"].items():
+        (kind, value), = space.items()
+        first[key] = value[0] if kind in ("grid", "choice") else (
+            int(value[0]) if kind == "randint" else float(value[0]))
+    variants = spec["variants"] or [{}]
+    return [{**spec["set"], **{k: v for k, v in variant.items() if k != VARIANT_KEY}, **first}
+            for variant in variants]
+
+
+def param_space(spec: dict) -> dict[str, Any]:
+    from ray import tune
+
+    space: dict[str, Any] = {}
+    for key, definition in spec["search"].items():
+        (kind, value), = definition.items()
+        space[key] = {
+            "grid": lambda v: tune.grid_search(list(v)),
+            "choice": lambda v: tune.choice(list(v)),
+            "uniform": lambda v: tune.uniform(*v),
+            "loguniform": lambda v: tune.loguniform(*v),
+            "randint": lambda v: tune.randint(*v),
+            "quniform": lambda v: tune.quniform(*v),
+        }[kind](value)
+    if spec["variants"]:
+        space["__variant"] = tune.grid_search(list(range(len(spec["variants"]))))
+    return space
+
+
+def trial_overrides(spec: dict, params: dict) -> tuple[dict[str, Any], str]:
+    variant = spec["variants"][params["__variant"]] if "__variant" in params else {}
+    searched = {k: v for k, v in params.items() if not k.startswith("__")}
+    overrides = {**spec["set"], **{k: v for k, v in variant.items() if k != VARIANT_KEY}, **searched}
+    return overrides, str(variant.get(VARIANT_KEY, ""))
+
+
+def _trial(params: dict, spec: dict, sweep_dir: str) -> None:
+    """One Tune trial: build its config and fit a TorchTrainer that reports to Tune."""
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from ecg_ray.train.trainer import run_evaluation
+
+    overrides, variant = trial_overrides(spec, params)
+    if variant and spec["kind"] == "evaluate":
+        overrides["eval.variant"] = variant
+    config = load_config(spec["base"], overrides)
+    trial_id = tune.get_context().get_trial_id()
+    run_dir = Path(sweep_dir) / "trials" / trial_id
+    if spec["kind"] == "evaluate":
+        run_evaluation(config, None, callbacks=[TuneReportCallback()], run_dir=run_dir)
+    else:
+        from ecg_ray.train.pretrain import pretrain_worker
+        from ecg_ray.train.trainer import fit, validate_pretraining
+
+        validate_pretraining(config)
+        fit(config, run_dir, pretrain_worker, callbacks=[TuneReportCallback()])
+
+
+def _searcher(spec: dict):
+    if spec["searcher"] == "optuna":
+        try:
+            from ray.tune.search.optuna import OptunaSearch
+        except ImportError as exc:  # pragma: no cover - optuna is a dependency
+            raise ConfigError(f"searcher optuna needs the optuna package ({exc})") from None
+        return OptunaSearch(metric=spec["metric"], mode=spec["mode"])
+    return None  # grid/random: Tune's basic variant generator
+
+
+def _scheduler(spec: dict):
+    from ray.tune.schedulers import ASHAScheduler
+
+    definition = spec.get("scheduler") or {"name": "none"}
+    if isinstance(definition, str):
+        definition = {"name": definition}
+    name = definition.get("name", "none")
+    if name == "none":
+        return None
+    if name != "asha":
+        raise ConfigError(f"scheduler: unknown {name!r} (asha or none)")
+    kwargs = {k: v for k, v in definition.items() if k != "name"}
+    return ASHAScheduler(time_attr="training_iteration", **kwargs)
+
+
+def run_sweep(spec: dict, output: Path) -> dict[str, Any]:
+    """Run (or resume) a sweep; returns a summary with the results table paths."""
+    from ray import tune
+
+    from ecg_ray.train.trainer import ensure_ray
+
+    ensure_ray()
+    sweep_dir = Path(output).resolve()
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    (sweep_dir / "sweep.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    resources = spec.get("resources_per_trial") or {"CPU": 0}
+    trainable = tune.with_resources(tune.with_parameters(_trial, spec=spec, sweep_dir=str(sweep_dir)), resources)
+    experiment = sweep_dir / TUNE_DIR
+    if tune.Tuner.can_restore(str(experiment)):
+        print(f"resuming sweep from {experiment} (finished trials are kept)")
+        tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space(spec),
+            tune_config=tune.TuneConfig(
+                metric=spec["metric"], mode=spec["mode"], num_samples=int(spec["num_samples"]),
+                search_alg=_searcher(spec), scheduler=_scheduler(spec),
+                max_concurrent_trials=int(spec["max_concurrent_trials"]),
+            ),
+            run_config=tune.RunConfig(name=TUNE_DIR, storage_path=str(sweep_dir), verbose=1),
+        )
+    grid = tuner.fit()
+    return write_tables(spec, grid, sweep_dir)
+
+
+def write_tables(spec: dict, grid, sweep_dir: Path) -> dict[str, Any]:
+    """results.{parquet,csv}: one row per trial; robustness.{parquet,csv}: trial x noise x SNR."""
+    rows, noise_rows = [], []
+    for result in grid:
+        config = dict(result.config or {})
+        overrides, variant = trial_overrides(spec, config)
+        trial_id = Path(result.path).name if result.path else ""
+        metrics = dict(result.metrics or {})
+        tid = metrics.get("trial_id", trial_id)
+        run_dir = Path(sweep_dir) / "trials" / str(tid)
+        row = {"trial_id": tid, "variant": variant, "status": "error" if result.error else "done",
+               "run_dir": str(run_dir)}
+        row.update({k: _plain(v) for k, v in overrides.items()})
+        for key in ("val_macro_auc", "val_macro_auc_best", "test_macro_auc", "test_macro_auc_ci_low",
+                    "test_macro_auc_ci_high", "labels_scored", "best_epoch", "loss", "epoch",
+                    "training_iteration", "samples_per_s"):
+            if key in metrics:
+                row[key] = metrics[key]
+        evaluation_file = run_dir / "evaluation.json"
+        if evaluation_file.exists():
+            evaluation = json.loads(evaluation_file.read_text())
+            row["variant"] = row["variant"] or evaluation.get("variant", "")
+            row["val_macro_auc"] = evaluation.get("val_macro_auc", row.get("val_macro_auc"))
+            for item in evaluation.get("robustness", []):
+                noise_rows.append({"trial_id": tid, "variant": row["variant"], **item,
+                                   **{k: v for k, v in row.items() if k.startswith("data.")}})
+            if evaluation.get("robustness"):
+                noise_rows.append({"trial_id": tid, "variant": row["variant"], "noise_type": "none",
+                                   "snr_db": math.inf, "test_macro_auc": evaluation["test_macro_auc"],
+                                   "labels_scored": evaluation["labels_scored"]})
+        rows.append(row)
+    results = pd.DataFrame(rows)
+    paths = {}
+    for name, table in (("results", results), ("robustness", pd.DataFrame(noise_rows))):
+        if table.empty and name == "robustness":
+            continue
+        table = table.astype({c: str for c in table.columns if table[c].dtype == object})
+        table.to_parquet(sweep_dir / f"{name}.parquet", index=False)
+        table.to_csv(sweep_dir / f"{name}.csv", index=False)
+        paths[name] = str(sweep_dir / f"{name}.parquet")
+    best = None
+    if not results.empty and spec["metric"] in results:
+        ordered = results.sort_values(spec["metric"], ascending=spec["mode"] == "min")
+        best = ordered.iloc[0].to_dict()
+    return {"name": spec["name"], "sweep_dir": str(sweep_dir), "trials": len(results),
+            "errored": int((results["status"] == "error").sum()) if not results.empty else 0,
+            "robustness_rows": len(noise_rows), "tables": paths, "best": best}
+
+
+def _plain(value):
+    return json.dumps(value) if isinstance(value, list | dict) else value
