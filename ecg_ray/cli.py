@@ -358,6 +358,8 @@ def cmd_sweep(args) -> dict:
     output = args.output or Path("runs") / "sweeps" / spec["name"]
     summary = run_sweep(spec, output)
     print(f"sweep {summary['name']}: {summary['trials']} trial(s), {summary['errored']} errored")
+    if summary["errored"]:
+        print(f"  errored trials: see {summary['sweep_dir']}/tune/*/error.txt")
     for name, path in summary["tables"].items():
         print(f"  {name:<11} {path}")
     return summary
@@ -396,7 +398,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     if getattr(args, "json", False):
         print(json.dumps(result, default=str))
-    return 1 if result.get("verified") is False else 0
+    failed = result.get("verified") is False or bool(result.get("errored"))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

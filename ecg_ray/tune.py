@@ -195,7 +195,11 @@ def run_sweep(spec: dict, output: Path) -> dict[str, Any]:
     sweep_dir = Path(output).resolve()
     sweep_dir.mkdir(parents=True, exist_ok=True)
     (sweep_dir / "sweep.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    resources = spec.get("resources_per_trial") or {"CPU": 0}
+    resources = dict(spec.get("resources_per_trial") or {})
+    if not any(float(v) > 0 for v in resources.values()):
+        # The trial function only drives its TorchTrainer, which reserves the real resources; Tune
+        # refuses an empty request, so the driver takes a token share of a CPU.
+        resources = {"CPU": 0.01}
     trainable = tune.with_resources(tune.with_parameters(_trial, spec=spec, sweep_dir=str(sweep_dir)), resources)
     experiment = sweep_dir / TUNE_DIR
     if tune.Tuner.can_restore(str(experiment)):

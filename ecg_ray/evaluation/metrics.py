@@ -49,24 +49,30 @@ def macro_auc(y_true: np.ndarray, y_score: np.ndarray) -> MacroAUC:
 _BOOT_BLOCK = 128
 
 
-def _label_plan(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+def _label_plan(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None,
+                                                     bool] | None:
     """Per-label precomputation shared by every resample; None if the label has one class only.
 
-    Returns the negatives' record indices sorted by score, the positives' record indices, and for
-    each positive the number of negatives scoring strictly below it (``lo``) and at most equal to
-    it (``hi``): in a resample its Mann-Whitney contribution is its count times the resampled
-    negatives below it plus half those tied with it, i.e. ``(cum[lo] + cum[hi]) / 2`` where
-    ``cum`` is the cumulative count of the sorted negatives. Ties are thus handled exactly.
+    The Mann-Whitney count is computed against the *smaller* class (``small``, sorted by score):
+    for each record of the larger class, ``lo``/``hi`` are the numbers of small-class records
+    scoring strictly below / at most its score. In a resample with draw counts ``c`` and
+    ``cum`` the cumulative counts of the sorted small class, a large-class record contributes
+    ``c * (cum[lo] + cum[hi]) / 2`` pairs (ties count one half, exactly). Sorting and summing
+    only the smaller class keeps the per-resample cumulative sum short for rare labels.
+    ``hi`` is None when no score is tied across the classes (then it equals ``lo``), and the
+    flag says whether the large class is the positives (else the count is of reversed pairs).
     """
     pos = np.flatnonzero(y)
     neg = np.flatnonzero(~y)
     if len(pos) == 0 or len(neg) == 0:
         return None
-    neg = neg[np.argsort(s[neg], kind="stable")]
-    neg_scores = s[neg]
-    lo = np.searchsorted(neg_scores, s[pos], side="left")
-    hi = np.searchsorted(neg_scores, s[pos], side="right")
-    return neg, pos, lo, hi
+    large_is_pos = len(pos) >= len(neg)
+    small, large = (neg, pos) if large_is_pos else (pos, neg)
+    small = small[np.argsort(s[small], kind="stable")]
+    small_scores = s[small]
+    lo = np.searchsorted(small_scores, s[large], side="left")
+    hi = np.searchsorted(small_scores, s[large], side="right")
+    return small, large, lo, (None if np.array_equal(lo, hi) else hi), large_is_pos
 
 
 def bootstrap_macro_auc_ci(y_true: np.ndarray, y_score: np.ndarray, n_boot: int = 1000, alpha: float = 0.05,
@@ -79,9 +85,10 @@ def bootstrap_macro_auc_ci(y_true: np.ndarray, y_score: np.ndarray, n_boot: int 
     Deterministic for a seed.
 
     Why it is fast: a resample is represented by how often each record was drawn, and the AUC of
-    a weighted sample only needs, for each positive, the drawn negatives scoring below it. With
-    the negatives sorted once per label that is one cumulative sum over records per resample and
-    label, done for a block of resamples at a time as contiguous row operations (no re-ranking).
+    a weighted sample only needs, for each record of one class, the drawn records of the other
+    class scoring below it. With the smaller class sorted once per label that is one cumulative
+    sum over that class and one gather per resample and label, done for a block of resamples at
+    a time as contiguous row operations (no re-ranking of any resample).
     """
     y_true, y_score = np.asarray(y_true), np.asarray(y_score, dtype=np.float64)
     if y_true.shape != y_score.shape or y_true.ndim != 2:
@@ -95,8 +102,9 @@ def bootstrap_macro_auc_ci(y_true: np.ndarray, y_score: np.ndarray, n_boot: int 
     plans = [p for p in (_label_plan(y_bool[:, j], y_score[:, j]) for j in range(n_labels)) if p is not None]
     if n == 0 or not plans:
         return float("nan"), float("nan")
-    # Counts never exceed n, so the smallest integer type holding n keeps the gathers cheap.
-    count_dtype = np.int16 if n < 2**15 else np.int32
+    # Counts never exceed n, so the smallest integer type holding n keeps the gathers cheap; a
+    # record's pair count c * (cum[lo] + cum[hi]) is at most n**2 / 2, which int32 holds here.
+    count_dtype, pair_dtype = (np.int16, np.int32) if n < 2**15 else (np.int32, np.int64)
     rng = np.random.default_rng(seed)
     values = np.empty(n_boot)
     for start in range(0, n_boot, _BOOT_BLOCK):
@@ -107,16 +115,19 @@ def bootstrap_macro_auc_ci(y_true: np.ndarray, y_score: np.ndarray, n_boot: int 
         counts = np.ascontiguousarray(counts.reshape(b, n).T.astype(count_dtype))
         auc_sum = np.zeros(b)
         auc_count = np.zeros(b)
-        for neg, pos, lo, hi in plans:
-            cum = np.zeros((len(neg) + 1, b), dtype=np.int32)
-            np.cumsum(counts[neg], axis=0, out=cum[1:])
-            pos_counts = counts[pos]
-            # Twice the Mann-Whitney U (tied pairs count one half), exact in int64.
-            u2 = (pos_counts * (cum[lo] + cum[hi]).astype(np.int64)).sum(axis=0)
-            n_pos = pos_counts.sum(axis=0, dtype=np.int64)
-            n_neg = cum[-1].astype(np.int64)
-            ok = (n_pos > 0) & (n_neg > 0)
-            auc_sum[ok] += u2[ok] / (2.0 * n_pos[ok] * n_neg[ok])
+        for small, large, lo, hi, large_is_pos in plans:
+            cum = np.zeros((len(small) + 1, b), dtype=np.int32)
+            np.cumsum(counts[small], axis=0, out=cum[1:])
+            large_counts = counts[large]
+            below = cum[lo] if hi is None else cum[lo] + cum[hi]
+            # Twice the pair count (large above small; ties one half), exact in int64.
+            pairs2 = np.multiply(large_counts, below, dtype=pair_dtype).sum(axis=0, dtype=np.int64)
+            pairs2 *= 2 if hi is None else 1
+            n_small = cum[-1].astype(np.int64)
+            n_large = large_counts.sum(axis=0, dtype=np.int64)
+            u2 = pairs2 if large_is_pos else 2 * n_small * n_large - pairs2
+            ok = (n_small > 0) & (n_large > 0)
+            auc_sum[ok] += u2[ok] / (2.0 * n_small[ok] * n_large[ok])
             auc_count += ok
         with np.errstate(invalid="ignore", divide="ignore"):
             values[start:start + b] = auc_sum / auc_count

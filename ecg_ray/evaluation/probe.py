@@ -13,6 +13,7 @@ import torch
 
 from ecg_ray.data.store import EcgStore
 from ecg_ray.data.stream import cut, window_starts
+from ecg_ray.evaluation.aggregate import average_per_record
 from ecg_ray.evaluation.metrics import macro_auc
 
 
@@ -77,9 +78,6 @@ def linear_probe_auc(encoder: torch.nn.Module, store: EcgStore, train_idx: np.nd
     optimizer.step(closure)
     with torch.no_grad():
         prob = torch.sigmoid(f_val @ weight + bias).numpy()
-    records, inverse = np.unique(own_val, return_inverse=True)
-    per_record = np.zeros((len(records), prob.shape[1]))
-    np.add.at(per_record, inverse, prob)
-    per_record /= np.bincount(inverse)[:, None]
+    records, per_record = average_per_record(own_val, prob)
     result = macro_auc(labels[records][:, keep.numpy()], per_record)
     return {"val_macro_auc": result.value, "val_labels_scored": result.labels_scored}

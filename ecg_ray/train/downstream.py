@@ -129,6 +129,7 @@ def predict_records(model: nn.Module, store: EcgStore, indices: np.ndarray, *, w
                     device, noise: tuple[str, float] | None = None, noise_seed: int = 0, mains_hz: float = 50.0,
                     batch_windows: int = 1024) -> tuple[np.ndarray, np.ndarray]:
     """Sigmoid outputs of sliding windows averaged per record -> (records, (n_records, L))."""
+    from ecg_ray.evaluation.aggregate import average_per_record
     from ecg_ray.evaluation.noise import add_noise, record_power
 
     model.eval()
@@ -154,10 +155,7 @@ def predict_records(model: nn.Module, store: EcgStore, indices: np.ndarray, *, w
         probs = torch.cat([torch.sigmoid(model(torch.from_numpy(np.ascontiguousarray(x[k:k + batch_windows],
                                                                                       dtype=np.float32)).to(device)).float()).cpu()
                            for k in range(0, len(x), batch_windows)]).numpy()
-        ids, inverse = np.unique(owner, return_inverse=True)
-        mean = np.zeros((len(ids), probs.shape[1]))
-        np.add.at(mean, inverse, probs)
-        mean /= np.bincount(inverse)[:, None]
+        ids, mean = average_per_record(owner, probs)
         records.append(ids)
         outputs.append(mean)
     if not records:
@@ -208,7 +206,8 @@ def downstream_worker(loop_config: dict[str, Any]) -> None:
     label_set = config.data.label_set
     n_labels = len(store.manifest["label_sets"][label_set])
     train_idx, val_idx, test_idx = splits(config, store)
-    per_worker = config.train.batch_size // world
+    # A small label fraction can hold fewer records than one batch: shrink the batch, keep every record.
+    per_worker = max(1, min(config.train.batch_size // world, len(train_idx) // world))
     steps = max(1, (len(train_idx) // world) // per_worker)
     if config.train.max_steps_per_epoch:
         steps = min(steps, config.train.max_steps_per_epoch)
@@ -262,7 +261,7 @@ def downstream_worker(loop_config: dict[str, Any]) -> None:
         if rank == 0:
             model.load_state_dict(best_state)
             evaluation = test_evaluation(config, model, store, test_idx, device)
-            evaluation.update({"val_macro_auc": best_auc, "best_epoch": best_epoch,
+            evaluation.update({"val_macro_auc": best_auc, "best_epoch": best_epoch, "batch_size": per_worker * world,
                                "history": history, "train_records": int(len(train_idx)),
                                "val_records": int(len(val_idx))})
             final.update({"val_macro_auc_best": best_auc, "best_epoch": best_epoch,

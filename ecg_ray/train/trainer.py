@@ -76,9 +76,10 @@ def cpus_per_worker(config: Config) -> float:
 
     total = float(ray.cluster_resources().get("CPU", 0))
     workers = config.train.workers
-    if total == 0 or total >= workers + 1:
+    # +2: one CPU for the Ray Data read tasks and headroom for drivers (e.g. a Tune trial's token share).
+    if total == 0 or total >= workers + 2:
         return 1.0
-    return max(0.25, int((total - 1) / workers * 4) / 4)
+    return max(0.25, int((total - 1.01) / workers * 4) / 4)
 
 
 def new_run_dir(output: Path, method: str) -> Path:
@@ -200,8 +201,8 @@ def validate_evaluation(config: Config) -> EcgStore:
     train, _, _ = splits(config, store)
     if config.train.batch_size % config.train.workers:
         raise ConfigError(f"train.batch_size={config.train.batch_size} cannot be split over {config.train.workers} workers")
-    if len(train) // config.train.workers < config.train.batch_size // config.train.workers:
-        raise ConfigError(f"train.batch_size={config.train.batch_size}: only {len(train)} labelled training records")
+    if len(train) < config.train.workers:
+        raise ConfigError(f"only {len(train)} labelled training records for {config.train.workers} workers")
     from ecg_ray.evaluation.noise import NOISE_TYPES
 
     unknown = [t for t in config.noise.types if t not in NOISE_TYPES]

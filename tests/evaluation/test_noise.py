@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from ecg_ray.evaluation import noise
-from ecg_ray.evaluation.noise import NOISE_TYPES, add_noise, make_noise, measured_snr_db, record_power
+from ecg_ray.evaluation.noise import (
+    NOISE_TYPES,
+    add_noise,
+    make_noise,
+    measured_snr_db,
+    record_power,
+    window_noise,
+)
 
 SNRS = (24.0, 12.0, 0.0, -6.0)
 
@@ -108,6 +115,18 @@ def test_seeded_and_independent_of_batch_order():
     permuted = add_noise(windows[perm], record_index[perm], powers, "all", 6.0, fs=100, seed=7,
                          window_ordinal=ordinal[perm])
     np.testing.assert_array_equal(permuted, a[perm])
+
+
+def test_noise_drawn_once_serves_every_snr():
+    records = [ecg_like(100, seed=s) for s in range(2)]
+    windows, record_index, powers = build_set(records, 250, 125, [4, 9])
+    unit = window_noise(windows.shape, record_index, "electrode_motion", fs=100, seed=3)
+    assert unit.dtype == np.float32
+    np.testing.assert_allclose(np.mean(unit.astype(np.float64) ** 2, axis=(1, 2)), 1.0, rtol=1e-6)
+    for snr_db in SNRS:
+        direct = add_noise(windows, record_index, powers, "electrode_motion", snr_db, fs=100, seed=3)
+        reused = add_noise(windows, record_index, powers, "electrode_motion", snr_db, fs=100, seed=3, noise=unit)
+        np.testing.assert_array_equal(direct, reused)
 
 
 def test_array_power_input_infinite_snr_and_no_mutation():
