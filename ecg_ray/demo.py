@@ -2,8 +2,8 @@
 
 Steps: prepare a labelled synthetic 12-lead store, stream random 2.5 s crops through Ray Data,
 pretrain SimCLR for a few epochs on a local Ray cluster (2 Ray Train workers, an online linear
-probe on the validation fold each epoch), and export the encoder. Evaluation and the report
-join this script with the evaluation issue (see the README's roadmap).
+probe on the validation fold each epoch), export the encoder, evaluate it with the paper's linear
+protocol against the same linear head on a random-init encoder, and write a report.
 
 Usage: python -m ecg_ray.demo [--out demo_out] [--records 2000] [--epochs 3]
 """
@@ -37,9 +37,13 @@ def _cli_json(args: list[str]) -> dict:
 
 
 def run(out: Path, records: int, epochs: int) -> int:
+    import shutil
+
     start = time.perf_counter()
+    for owned in ("runs", "evaluations", "report"):  # the demo's own outputs: start fresh each time
+        shutil.rmtree(out / owned, ignore_errors=True)
     store = out / "synthetic.zarr"
-    print(f"[demo] 1/4 prepare {records} synthetic 12-lead records -> {store}")
+    print(f"[demo] 1/6 prepare {records} synthetic 12-lead records -> {store}")
     code = cli_main(["prepare", "synthetic", "--out", str(store), "--records", str(records), "--overwrite",
                      "--no-progress"])
     if code:
@@ -55,7 +59,7 @@ def run(out: Path, records: int, epochs: int) -> int:
              configure_logging=False)
     DataContext.get_current().enable_progress_bars = False
     try:
-        print("[demo] 2/4 stream one epoch of random 2.5 s crops through Ray Data")
+        print("[demo] 2/6 stream one epoch of random 2.5 s crops through Ray Data")
         opened = EcgStore(store)
         train = select_records(opened, folds=range(1, 9))
         dataset, info = train_crops(opened, train, crop=250, seed=0, epoch=0, with_labels=True)
@@ -66,7 +70,7 @@ def run(out: Path, records: int, epochs: int) -> int:
         print(f"[demo]     {n} crops of {info.records} training records (folds 1-8) in "
               f"{time.perf_counter() - t0:.1f} s; batch shape {shape}")
 
-        print(f"[demo] 3/4 pretrain SimCLR for {epochs} epochs on 2 Ray Train workers")
+        print(f"[demo] 3/6 pretrain SimCLR for {epochs} epochs on 2 Ray Train workers")
         summary = _cli_json(["pretrain", "--config", str(ROOT / "jobs" / "smoke" / "simclr.yaml"),
                              "--store", str(store), "--epochs", str(epochs), "--workers", "2",
                              "--set", "train.batch_size=128", "--set", "train.probe_max_records=400",
@@ -74,11 +78,27 @@ def run(out: Path, records: int, epochs: int) -> int:
         print(f"[demo]     loss per epoch {[round(v, 3) for v in summary['loss']]}, "
               f"online linear probe val macro AUC {summary['val_macro_auc']:.3f}")
 
-        print("[demo] 4/4 export the encoder")
+        print("[demo] 4/6 export the encoder")
         exported = _cli_json(["export", summary["run_dir"], "--out", str(out / "encoder.pt")])
+
+        print("[demo] 5/6 linear evaluation: SimCLR encoder vs random-init encoder (folds 1-8 / 9 / 10)")
+        linear = ROOT / "jobs" / "smoke" / "eval-linear.yaml"
+        results = {}
+        for name, extra in (("simclr linear", ["--encoder", exported["out"]]), ("random init linear", [])):
+            results[name] = _cli_json(["evaluate", "--mode", "linear", "--config", str(linear), "--store", str(store),
+                                       *extra, "--set", f"eval.variant={name}", "--set", "train.batch_size=128",
+                                       "--epochs", str(epochs), "--output", str(out / "evaluations")])
     finally:
         ray.shutdown()
-    print(f"[demo] done in {time.perf_counter() - start:.0f} s. Encoder: {exported['out']}; run: {summary['run_dir']}")
+    print("[demo] 6/6 report")
+    from ecg_ray.report import write_report
+
+    report = write_report(out)
+    print()
+    for name, result in results.items():
+        low, high = result["test_macro_auc_ci"]
+        print(f"[demo] {name:<20} test macro AUC {result['test_macro_auc']:.3f} [{low:.3f}, {high:.3f}]")
+    print(f"[demo] done in {time.perf_counter() - start:.0f} s. Report: {report}")
     return 0
 
 
