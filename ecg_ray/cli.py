@@ -24,6 +24,19 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def _workers(text: str) -> tuple[int, int | None]:
+    """``4`` -> (4, None); ``2-8`` -> (2, 8) for elastic training."""
+    try:
+        if "-" in text:
+            low, high = (int(x) for x in text.split("-", 1))
+            if not 1 <= low <= high:
+                raise ValueError
+            return low, high
+        return int(text), None
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or MIN-MAX workers, got {text!r}") from None
+
+
 def _str_list(text: str) -> list[str]:
     return [x for x in text.replace(" ", "").split(",") if x]
 
@@ -101,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, default=None, help="YAML config, e.g. jobs/pretrain/simclr.yaml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set optim.lr=1e-3 (repeatable)")
-    p.add_argument("--workers", type=int, default=None, help="training workers (train.workers)")
+    p.add_argument("--workers", type=_workers, default=None, metavar="N|MIN-MAX",
+                   help="training workers (train.workers); MIN-MAX for elastic training, e.g. 2-8")
     p.add_argument("--gpus-per-worker", type=float, default=None, help="GPUs per worker (train.gpus_per_worker)")
     p.add_argument("--epochs", type=int, default=None, help="epochs (train.epochs); with --resume, the new total")
     p.add_argument("--output", type=Path, default=None, help="directory that receives the run directory")
@@ -293,7 +307,9 @@ def pretrain_config(args):
     if args.store is not None:
         flags.append(f"data.store={args.store.resolve()}")
     if args.workers is not None:
-        flags.append(f"train.workers={args.workers}")
+        flags.append(f"train.workers={args.workers[0]}")
+        if args.workers[1] is not None:
+            flags.append(f"train.max_workers={args.workers[1]}")
     if args.gpus_per_worker is not None:
         flags.append(f"train.gpus_per_worker={args.gpus_per_worker}")
     if args.epochs is not None:

@@ -115,6 +115,9 @@ class TrainConfig:
     epochs: int = 100
     batch_size: int = 256
     workers: int = 1
+    #: elastic training: between ``workers`` and ``max_workers`` workers, as the cluster allows
+    #: (the per-worker batch is then floor(batch_size / current workers))
+    max_workers: int | None = None
     gpus_per_worker: float = 0.0
     #: CPUs reserved per training worker; null = 1, or less on a small local machine so that the
     #: Ray Data read tasks keep a CPU (a 2-core machine with 2 workers gets 0.5 each)

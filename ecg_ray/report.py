@@ -238,6 +238,9 @@ def scan(directory: Path) -> Artefacts:
                     target.append(loader(root_path / name))
                 except Exception as exc:
                     found.skipped.append((root_path / name, _reason(exc)))
+        if EVALUATION_FILE in names and root_path.name.startswith("checkpoint_") and \
+                (root_path.parent / EVALUATION_FILE).exists():
+            continue  # the checkpoint's copy of the run directory's summary: count the run once
         if EVALUATION_FILE in names:
             evaluation_dirs.add(root_path)
             try:

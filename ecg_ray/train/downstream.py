@@ -51,6 +51,18 @@ class Classifier(nn.Module):
         return self.head(self.encoder(x))
 
 
+def pretraining_method(config: Config) -> str | None:
+    """The self-supervised method behind eval.encoder / eval.pretrained (None for random init)."""
+    from ecg_ray.train.checkpoint import latest_checkpoint, load_state
+
+    if config.eval.encoder:
+        payload = torch.load(config.eval.encoder, map_location="cpu", weights_only=True)
+        return payload.get("method") if isinstance(payload, dict) else None
+    if config.eval.pretrained:
+        return load_state(latest_checkpoint(Path(config.eval.pretrained)))["config"]["method"]["name"]
+    return None
+
+
 def load_encoder_weights(config: Config, map_location="cpu") -> tuple[str, dict | None]:
     """(encoder name, state dict or None) from eval.encoder (exported file) or eval.pretrained (run dir)."""
     from ecg_ray.train.checkpoint import CheckpointError, latest_checkpoint, load_state
@@ -320,6 +332,7 @@ def test_evaluation(config: Config, model: nn.Module, store: EcgStore, test_idx:
         "variant": variant_name(config),
         "encoder": getattr(model, "encoder_name", config.model.encoder),
         "pretrained": config.eval.pretrained or config.eval.encoder or None,
+        "method": pretraining_method(config),
         "label_set": label_set,
         "label_fraction": config.data.label_fraction,
         "test_macro_auc": clean["macro_auc"],

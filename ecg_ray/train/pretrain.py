@@ -24,6 +24,8 @@ from ecg_ray.errors import ConfigError
 
 
 def worker_batch_size(config: Config, world: int) -> int:
+    if config.train.max_workers and config.train.batch_size >= world:
+        return config.train.batch_size // world  # elastic: the world size changes between restarts
     if config.train.batch_size % world:
         raise ConfigError(f"train.batch_size={config.train.batch_size} cannot be split evenly over "
                           f"{world} workers (train.workers); choose a multiple of {world}")
@@ -167,8 +169,10 @@ def pretrain_worker(loop_config: dict[str, Any]) -> None:
         if world > 1:
             torch.distributed.all_reduce(mean_loss)
             mean_loss /= world
+        # start_epoch and world_size record which attempt ran this epoch (restarts, elastic resizes).
         metrics = {"epoch": epoch, "loss": float(mean_loss), "lr": float(scheduler.get_last_lr()[0]),
-                   "samples_per_s": done * per_worker * world / elapsed, "steps": global_step}
+                   "samples_per_s": done * per_worker * world / elapsed, "steps": global_step,
+                   "start_epoch": start_epoch, "world_size": world}
         metrics.update(_validation(config, method, model, store, val_idx, per_worker, world, rank, device,
                                    autocast, has_labels, train_idx, linear_probe_auc))
         history.append(metrics)

@@ -38,6 +38,8 @@ def validate_pretraining(config: Config) -> EcgStore:
         raise ConfigError(f"model.encoder: cpc_4fc2lstm is for method cpc, not {config.method.name}")
     if config.train.workers < 1:
         raise ConfigError("train.workers must be >= 1")
+    if config.train.max_workers is not None and config.train.max_workers < config.train.workers:
+        raise ConfigError(f"train.max_workers={config.train.max_workers} is below train.workers={config.train.workers}")
     if config.train.epochs < 1:
         raise ConfigError("train.epochs must be >= 1")
     if config.train.precision not in ("auto", "fp32", "bf16", "fp16"):
@@ -112,14 +114,16 @@ def fit(config: Config, run_dir: Path, train_func, callbacks: list | None = None
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / RUN_CONFIG).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
     gpus = config.train.gpus_per_worker
+    workers = config.train.workers
+    if config.train.max_workers and config.train.max_workers > workers:
+        workers = (workers, config.train.max_workers)  # elastic: Ray Train scales within these bounds
     resources = {"CPU": cpus_per_worker(config)}
     if gpus > 0:
         resources["GPU"] = gpus
     trainer = TorchTrainer(
         train_func,
         train_loop_config={"config": to_dict(config)},
-        scaling_config=ScalingConfig(num_workers=config.train.workers, use_gpu=gpus > 0,
-                                     resources_per_worker=resources),
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpus > 0, resources_per_worker=resources),
         run_config=RunConfig(
             name=run_dir.name, storage_path=str(run_dir.parent),
             checkpoint_config=CheckpointConfig(num_to_keep=config.train.keep_checkpoints),

@@ -1,0 +1,107 @@
+"""Fault tolerance: a worker killed with SIGKILL mid-run restarts from the last checkpoint; bad checkpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from ecg_ray.cli import main
+from ecg_ray.train.checkpoint import (
+    ENCODER_FORMAT,
+    CheckpointError,
+    latest_checkpoint,
+    load_encoder,
+    load_history,
+    load_state,
+)
+
+JOBS = Path(__file__).resolve().parents[2] / "jobs" / "smoke"
+
+
+def _train_worker_pids() -> list[int]:
+    from ray.util.state import list_actors
+
+    actors = list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
+    return [a.pid for a in actors if "TrainWorker" in (a.class_name or "")]
+
+
+@pytest.mark.slow
+def test_sigkilled_worker_restarts_from_last_checkpoint(ray_session, ptbxl_store, tmp_path, capsys):
+    result: dict = {}
+
+    def run():
+        result["code"] = main(["pretrain", "--config", str(JOBS / "simclr.yaml"), "--store", str(ptbxl_store),
+                               "--workers", "2", "--epochs", "4", "--set", "train.max_failures=2",
+                               "--set", "train.probe=false", "--output", str(tmp_path), "--json"])
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.time() + 240
+    killed = None
+    while time.time() < deadline and thread.is_alive():
+        checkpoints = list(tmp_path.glob("*/checkpoint_*/state.pt"))
+        pids = _train_worker_pids()
+        if checkpoints and pids:  # epoch 0 is checkpointed: kill a worker during epoch 1
+            killed = pids[-1]
+            os.kill(killed, signal.SIGKILL)
+            break
+        time.sleep(0.5)
+    thread.join(timeout=400)
+    assert killed is not None, "no training worker to kill"
+    assert not thread.is_alive() and result.get("code") == 0, capsys.readouterr().err[-3000:]
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["epochs"] == 4
+    history = load_history(latest_checkpoint(Path(summary["run_dir"])))
+    assert [h["epoch"] for h in history] == [0, 1, 2, 3]  # each epoch once: none repeated
+    restarts = {h["start_epoch"] for h in history}
+    assert len(restarts) == 2 and min(restarts) == 0  # one restart, from a checkpoint after epoch 0
+    resumed = max(restarts)
+    assert all(h["start_epoch"] == (0 if h["epoch"] < resumed else resumed) for h in history)
+
+
+def test_corrupt_and_foreign_checkpoints_give_clear_errors(tmp_path):
+    run = tmp_path / "run"
+    checkpoint = run / "checkpoint_x"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "state.pt").write_bytes(b"not a torch file")
+    with pytest.raises(CheckpointError, match="cannot load checkpoint"):
+        load_state(checkpoint)
+    torch.save({"weights": torch.zeros(2)}, checkpoint / "state.pt")
+    with pytest.raises(CheckpointError, match="not an ecg_ray checkpoint"):
+        load_state(checkpoint)
+    with pytest.raises(CheckpointError, match="no checkpoint found"):
+        latest_checkpoint(tmp_path)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"format": "something else"}, foreign)
+    with pytest.raises(CheckpointError, match="not an ecg_ray encoder"):
+        load_encoder(foreign)
+    # A pickled object (not weights) is refused by weights_only loading rather than executed.
+    torch.save({"format": ENCODER_FORMAT, "obj": threading.Lock}, foreign)
+    with pytest.raises(CheckpointError, match="cannot load encoder"):
+        load_encoder(foreign)
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    """A crash while writing leaves the previous file intact and loadable."""
+    from ecg_ray.train import checkpoint as ckpt
+
+    ckpt.save_checkpoint(tmp_path, {"epoch": 1, "model": {}}, [{"epoch": 1}])
+    original = torch.save
+
+    def crash(obj, path, *a, **k):
+        original(obj, path, *a, **k)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt.torch, "save", crash)
+    with pytest.raises(OSError):
+        ckpt.save_checkpoint(tmp_path, {"epoch": 2, "model": {}}, [{"epoch": 2}])
+    monkeypatch.setattr(ckpt.torch, "save", original)
+    assert load_state(tmp_path)["epoch"] == 1
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
