@@ -81,6 +81,13 @@ def test_label_fraction_sweep_snr_sweep_and_report(ray_session, ptbxl_store, tmp
     assert (results["status"] == "done").all()
     assert results["test_macro_auc"].between(0, 1).all()
     assert (tmp_path / "lf" / "results.csv").exists()
+    # Running the same sweep on the same directory resumes it: finished trials are kept, not re-run.
+    again = _run(capsys, "sweep", "--config", JOBS / "sweep-label-fraction.yaml", "--store", ptbxl_store,
+                 "--output", tmp_path / "lf")
+    rerun = pd.read_parquet(again["tables"]["results"])
+    assert sorted(rerun["trial_id"]) == sorted(results["trial_id"])
+    assert sorted(rerun["test_macro_auc"]) == sorted(results["test_macro_auc"])
+    assert sorted(p.name for p in (tmp_path / "lf" / "trials").iterdir()) == sorted(results["trial_id"])
 
     snr = _run(capsys, "sweep", "--config", JOBS / "sweep-snr.yaml", "--store", ptbxl_store,
                "--output", tmp_path / "snr")
