@@ -244,8 +244,6 @@ def downstream_worker(loop_config: dict[str, Any]) -> None:
                                  with_labels=True, label_set=label_set, shard_index=rank, num_shards=world)
         start, done, total = time.perf_counter(), 0, 0.0
         for batch in dataset.iter_torch_batches(batch_size=per_worker, drop_last=True, device=device):
-            if done >= steps:
-                break
             loss = loss_fn(wrapped(batch["signal"]), batch["labels"])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -253,6 +251,8 @@ def downstream_worker(loop_config: dict[str, Any]) -> None:
             scheduler.step()
             total += float(loss.detach())
             done += 1
+            if done >= steps:
+                break
         metrics = {"epoch": epoch, "loss": total / max(1, done), "lr": float(scheduler.get_last_lr()[0]),
                    "samples_per_s": done * per_worker * world / (time.perf_counter() - start)}
         if rank == 0:

@@ -138,8 +138,6 @@ def pretrain_worker(loop_config: dict[str, Any]) -> None:
         loss_sum = torch.zeros((), device=device)
         done = 0
         for batch in dataset.iter_torch_batches(batch_size=per_worker, drop_last=True, device=device):
-            if done >= steps:
-                break
             with autocast():
                 out = model(batch["signal"])
             loss = out["loss"]
@@ -162,6 +160,8 @@ def pretrain_worker(loop_config: dict[str, Any]) -> None:
             method.after_optimizer_step(global_step)
             loss_sum += loss.detach().float()
             done += 1
+            if done >= steps:  # stop before fetching a batch that would not be used
+                break
         elapsed = time.perf_counter() - start
         if done < steps:
             raise RuntimeError(f"worker {rank} got {done} batches, expected {steps}: stream shorter than planned")
@@ -201,9 +201,8 @@ def _validation(config, method, model, store, val_idx, per_worker, world, rank, 
     if has_labels and config.train.probe:
         if rank != 0:
             return {}
-        window = config.data.window if config.method.name != "cpc" else config.data.window
         return probe_fn(method.encoder, store, train_idx, val_idx, label_set=config.data.label_set,
-                        window=window, stride=config.data.stride, max_records=config.train.probe_max_records,
+                        window=config.data.window, stride=config.data.stride, max_records=config.train.probe_max_records,
                         seed=config.seed, device=device)
     # Held-out SSL loss: every worker takes the same number of batches (gathering losses need all).
     batch = min(per_worker, len(val_idx) // world)
