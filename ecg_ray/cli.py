@@ -301,20 +301,25 @@ def pretrain_config(args):
     """Config from --config, then --set, then explicit flags (validated before Ray starts)."""
     from ecg_ray.config import load_config
 
+    flags = [f"method.name={args.method}"] if args.method is not None else []
+    return load_config(args.config, [*args.overrides, *flags, *_run_flags(args)])
+
+
+def _run_flags(args) -> list[str]:
+    """--store/--workers/--gpus-per-worker/--epochs as overrides (they win over --set)."""
     flags = []
-    if args.method is not None:
-        flags.append(f"method.name={args.method}")
     if args.store is not None:
         flags.append(f"data.store={args.store.resolve()}")
     if args.workers is not None:
-        flags.append(f"train.workers={args.workers[0]}")
-        if args.workers[1] is not None:
-            flags.append(f"train.max_workers={args.workers[1]}")
+        workers, max_workers = args.workers if isinstance(args.workers, tuple) else (args.workers, None)
+        flags.append(f"train.workers={workers}")
+        if max_workers is not None:
+            flags.append(f"train.max_workers={max_workers}")
     if args.gpus_per_worker is not None:
         flags.append(f"train.gpus_per_worker={args.gpus_per_worker}")
     if args.epochs is not None:
         flags.append(f"train.epochs={args.epochs}")
-    return load_config(args.config, [*args.overrides, *flags])
+    return flags
 
 
 def cmd_pretrain(args) -> dict:
@@ -343,19 +348,11 @@ def cmd_evaluate(args) -> dict:
     flags = []
     if args.mode is not None:
         flags.append(f"eval.mode={args.mode}")
-    if args.store is not None:
-        flags.append(f"data.store={args.store.resolve()}")
     if args.encoder is not None:
         flags.append(f"eval.encoder={args.encoder.resolve()}")
     if args.pretrained is not None:
         flags.append(f"eval.pretrained={args.pretrained.resolve()}")
-    if args.workers is not None:
-        flags.append(f"train.workers={args.workers}")
-    if args.gpus_per_worker is not None:
-        flags.append(f"train.gpus_per_worker={args.gpus_per_worker}")
-    if args.epochs is not None:
-        flags.append(f"train.epochs={args.epochs}")
-    config = load_config(args.config, [*args.overrides, *flags])
+    config = load_config(args.config, [*args.overrides, *flags, *_run_flags(args)])
     summary = run_evaluation(config, args.output)
     low, high = summary["test_macro_auc_ci"]
     print(f"{summary['variant']}: test macro AUC {summary['test_macro_auc']:.4f} [{low:.4f}, {high:.4f}] over "

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ecg_ray.config import Config, from_dict, to_dict
+from ecg_ray.config import Config, to_dict
 from ecg_ray.data.store import EcgStore
 from ecg_ray.data.stream import cut, select_records, train_crops, window_starts
 from ecg_ray.errors import ConfigError
@@ -207,14 +207,9 @@ def downstream_worker(loop_config: dict[str, Any]) -> None:
 
     from ecg_ray.optim import warmup_cosine
     from ecg_ray.train.checkpoint import save_checkpoint
+    from ecg_ray.train.pretrain import worker_setup
 
-    config: Config = from_dict(Config, loop_config["config"])
-    if config.train.torch_threads:
-        torch.set_num_threads(config.train.torch_threads)
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
-    device = ray.train.torch.get_device()
-    store = EcgStore(config.data.store)
+    config, rank, world, device, store = worker_setup(loop_config)
     label_set = config.data.label_set
     n_labels = len(store.manifest["label_sets"][label_set])
     train_idx, val_idx, test_idx = splits(config, store)

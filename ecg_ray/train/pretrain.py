@@ -64,6 +64,19 @@ def precision_context(precision: str, device: torch.device):
     raise ConfigError(f"train.precision: unknown value {precision!r} (auto, fp32, bf16, fp16)")
 
 
+def worker_setup(loop_config: dict[str, Any]) -> tuple[Config, int, int, torch.device, EcgStore]:
+    """Inside a Ray Train worker: (config, rank, world size, device, store), torch threads applied."""
+    import ray.train
+    import ray.train.torch
+
+    config: Config = from_dict(Config, loop_config["config"])
+    if config.train.torch_threads:
+        torch.set_num_threads(config.train.torch_threads)
+    context = ray.train.get_context()
+    return (config, context.get_world_rank(), context.get_world_size(), ray.train.torch.get_device(),
+            EcgStore(config.data.store))
+
+
 def _epoch_seed(config: Config, epoch: int, rank: int) -> int:
     return (config.seed * 1_000_003 + epoch * 7919 + rank) % (2**63)
 
@@ -78,13 +91,7 @@ def pretrain_worker(loop_config: dict[str, Any]) -> None:
     from ecg_ray.optim import build_optimizer, warmup_cosine
     from ecg_ray.train.checkpoint import load_history, load_state, save_checkpoint
 
-    config: Config = from_dict(Config, loop_config["config"])
-    if config.train.torch_threads:
-        torch.set_num_threads(config.train.torch_threads)
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
-    device = ray.train.torch.get_device()
-    store = EcgStore(config.data.store)
+    config, rank, world, device, store = worker_setup(loop_config)
     train_idx = training_records(config, store)
     per_worker = worker_batch_size(config, world)
     steps = steps_per_epoch(config, len(train_idx), world)
