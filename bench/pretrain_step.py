@@ -96,8 +96,7 @@ def bench_plain(config, store_path: Path, threads: int) -> dict:
 
     from ecg_ray.data.store import EcgStore
     from ecg_ray.methods import build_method
-    from ecg_ray.optim import build_optimizer, warmup_cosine
-    from ecg_ray.train.pretrain import _epoch_seed, precision_context
+    from ecg_ray.train.pretrain import _epoch_seed, build_optimization, precision_context
 
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -109,12 +108,7 @@ def bench_plain(config, store_path: Path, threads: int) -> dict:
         total_steps = steps * config.train.epochs
         torch.manual_seed(config.seed)
         method = build_method(config, fs=fs).to(device)
-        optimizer = build_optimizer(method, name=config.optim.name, lr=config.optim.lr,
-                                    weight_decay=config.optim.weight_decay, betas=tuple(config.optim.betas),
-                                    momentum=config.optim.momentum)
-        scheduler = warmup_cosine(optimizer, warmup_steps=int(round(config.optim.warmup_epochs * steps)),
-                                  total_steps=total_steps, min_lr_ratio=config.optim.min_lr_ratio,
-                                  schedule=config.optim.schedule)
+        optimizer, scheduler = build_optimization(config, method, steps)
         autocast, _ = precision_context(config.train.precision, device)
         method.on_train_start(total_steps)
         generator = torch.Generator(device=device)
@@ -182,8 +176,7 @@ def _breakdown_worker(loop_config: dict) -> None:
     from ecg_ray.data.store import EcgStore
     from ecg_ray.data.stream import train_crops
     from ecg_ray.methods import build_method
-    from ecg_ray.optim import build_optimizer, warmup_cosine
-    from ecg_ray.train.pretrain import _epoch_seed, training_records
+    from ecg_ray.train.pretrain import _epoch_seed, build_optimization, training_records
 
     config: Config = from_dict(Config, loop_config["config"])
     omp = os.environ.get("OMP_NUM_THREADS")
@@ -194,13 +187,8 @@ def _breakdown_worker(loop_config: dict) -> None:
     steps, batch = config.train.max_steps_per_epoch, config.train.batch_size
     torch.manual_seed(config.seed)
     method = build_method(config, fs=store.fs)
-    optimizer = build_optimizer(method, name=config.optim.name, lr=config.optim.lr,
-                                weight_decay=config.optim.weight_decay, betas=tuple(config.optim.betas),
-                                momentum=config.optim.momentum)
+    optimizer, scheduler = build_optimization(config, method, steps)
     total_steps = steps * config.train.epochs
-    scheduler = warmup_cosine(optimizer, warmup_steps=int(round(config.optim.warmup_epochs * steps)),
-                              total_steps=total_steps, min_lr_ratio=config.optim.min_lr_ratio,
-                              schedule=config.optim.schedule)
     method.on_train_start(total_steps)
     generator = torch.Generator()
     method.set_generator(generator)

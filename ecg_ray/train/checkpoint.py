@@ -115,16 +115,24 @@ def export_encoder(run_dir: Path, out: Path) -> dict[str, Any]:
             "checkpoint": str(checkpoint), "out": str(out), "tensors": len(weights)}
 
 
-def load_encoder(path: str | Path, map_location="cpu") -> torch.nn.Module:
-    """Rebuild an exported encoder: ``load_encoder("encoder.pt")(x)`` gives (B, feature_dim)."""
-    from ecg_ray.models import build_encoder
-
+def load_encoder_payload(path: str | Path, map_location="cpu") -> dict[str, Any]:
+    """The dict written by :func:`export_encoder`, loaded weights-only; clear errors otherwise."""
+    if not Path(path).exists():
+        raise CheckpointError(f"{path}: encoder file not found")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
         raise CheckpointError(f"{path}: cannot load encoder ({type(exc).__name__}: {exc})") from None
     if not isinstance(payload, dict) or payload.get("format") != ENCODER_FORMAT:
         raise CheckpointError(f"{path}: not an ecg_ray encoder export")
+    return payload
+
+
+def load_encoder(path: str | Path, map_location="cpu") -> torch.nn.Module:
+    """Rebuild an exported encoder: ``load_encoder("encoder.pt")(x)`` gives (B, feature_dim)."""
+    from ecg_ray.models import build_encoder
+
+    payload = load_encoder_payload(path, map_location)
     encoder = build_encoder(payload["encoder"])
     encoder.load_state_dict(payload["state_dict"])
     return encoder

@@ -53,11 +53,10 @@ class Classifier(nn.Module):
 
 def pretraining_method(config: Config) -> str | None:
     """The self-supervised method behind eval.encoder / eval.pretrained (None for random init)."""
-    from ecg_ray.train.checkpoint import latest_checkpoint, load_state
+    from ecg_ray.train.checkpoint import latest_checkpoint, load_encoder_payload, load_state
 
     if config.eval.encoder:
-        payload = torch.load(config.eval.encoder, map_location="cpu", weights_only=True)
-        return payload.get("method") if isinstance(payload, dict) else None
+        return load_encoder_payload(config.eval.encoder).get("method")
     if config.eval.pretrained:
         return load_state(latest_checkpoint(Path(config.eval.pretrained)))["config"]["method"]["name"]
     return None
@@ -65,19 +64,12 @@ def pretraining_method(config: Config) -> str | None:
 
 def load_encoder_weights(config: Config, map_location="cpu") -> tuple[str, dict | None]:
     """(encoder name, state dict or None) from eval.encoder (exported file) or eval.pretrained (run dir)."""
-    from ecg_ray.train.checkpoint import CheckpointError, latest_checkpoint, load_state
+    from ecg_ray.train.checkpoint import latest_checkpoint, load_encoder_payload, load_state
 
     if config.eval.encoder and config.eval.pretrained:
         raise ConfigError("eval.encoder and eval.pretrained are exclusive; give one")
     if config.eval.encoder:
-        try:
-            payload = torch.load(config.eval.encoder, map_location=map_location, weights_only=True)
-        except FileNotFoundError:
-            raise ConfigError(f"eval.encoder: {config.eval.encoder} not found") from None
-        except Exception as exc:
-            raise CheckpointError(f"{config.eval.encoder}: cannot load encoder ({exc})") from None
-        if not isinstance(payload, dict) or "state_dict" not in payload:
-            raise CheckpointError(f"{config.eval.encoder}: not an ecg_ray encoder export")
+        payload = load_encoder_payload(config.eval.encoder, map_location)
         return payload["encoder"], payload["state_dict"]
     if config.eval.pretrained:
         state = load_state(latest_checkpoint(Path(config.eval.pretrained)), map_location=map_location)

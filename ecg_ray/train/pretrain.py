@@ -77,6 +77,19 @@ def worker_setup(loop_config: dict[str, Any]) -> tuple[Config, int, int, torch.d
             EcgStore(config.data.store))
 
 
+def build_optimization(config: Config, method: torch.nn.Module, steps: int):
+    """(optimizer, per-step warm-up + cosine scheduler) for a run of ``steps`` steps per epoch."""
+    from ecg_ray.optim import build_optimizer, warmup_cosine
+
+    optimizer = build_optimizer(method, name=config.optim.name, lr=config.optim.lr,
+                                weight_decay=config.optim.weight_decay, betas=tuple(config.optim.betas),
+                                momentum=config.optim.momentum)
+    scheduler = warmup_cosine(optimizer, warmup_steps=int(round(config.optim.warmup_epochs * steps)),
+                              total_steps=steps * config.train.epochs, min_lr_ratio=config.optim.min_lr_ratio,
+                              schedule=config.optim.schedule)
+    return optimizer, scheduler
+
+
 def _epoch_seed(config: Config, epoch: int, rank: int) -> int:
     return (config.seed * 1_000_003 + epoch * 7919 + rank) % (2**63)
 
@@ -88,7 +101,6 @@ def pretrain_worker(loop_config: dict[str, Any]) -> None:
 
     from ecg_ray.evaluation.probe import linear_probe_auc
     from ecg_ray.methods import build_method
-    from ecg_ray.optim import build_optimizer, warmup_cosine
     from ecg_ray.train.checkpoint import load_history, load_state, save_checkpoint
 
     config, rank, world, device, store = worker_setup(loop_config)
@@ -99,12 +111,7 @@ def pretrain_worker(loop_config: dict[str, Any]) -> None:
 
     torch.manual_seed(config.seed)  # identical initial weights on every worker
     method = build_method(config, fs=store.fs).to(device)
-    optimizer = build_optimizer(method, name=config.optim.name, lr=config.optim.lr,
-                                weight_decay=config.optim.weight_decay, betas=tuple(config.optim.betas),
-                                momentum=config.optim.momentum)
-    scheduler = warmup_cosine(optimizer, warmup_steps=int(round(config.optim.warmup_epochs * steps)),
-                              total_steps=total_steps, min_lr_ratio=config.optim.min_lr_ratio,
-                              schedule=config.optim.schedule)
+    optimizer, scheduler = build_optimization(config, method, steps)
     autocast, scaler = precision_context(config.train.precision, device)
     method.on_train_start(total_steps)
 
