@@ -37,6 +37,16 @@ def _workers(text: str) -> tuple[int, int | None]:
         raise argparse.ArgumentTypeError(f"expected N or MIN-MAX workers, got {text!r}") from None
 
 
+def _location(text: str) -> str:
+    """A local path (made absolute) or a cloud URI such as s3://bucket/runs (kept as given)."""
+    from ecg_ray.storage import StorageError, normalize
+
+    try:
+        return normalize(text)
+    except StorageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _str_list(text: str) -> list[str]:
     return [x for x in text.replace(" ", "").split(",") if x]
 
@@ -59,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("src", nargs="*", type=Path,
                    help="source path(s): a PTB-XL directory, CinC directory tree(s), CODE-15 directory or "
                         "HDF5 file, a .npy/.zarr array; none for synthetic")
-    p.add_argument("--out", required=True, type=Path, help="store directory to create")
+    p.add_argument("--out", required=True, type=_location,
+                   help="store directory to create (local, or a URI such as s3://bucket/stores/ptbxl)")
     p.add_argument("--target-fs", type=float, default=100.0, help="store sampling rate in Hz")
     p.add_argument("--rate", type=int, choices=(100, 500), default=100,
                    help="ptbxl: read records100 (100) or records500 (500)")
@@ -94,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print a store's summary: records, leads, rate, labels, folds, datasets, skipped "
                     "records and size. --verify re-computes every checksum.",
     )
-    p.add_argument("store", type=Path)
+    p.add_argument("store", type=_location, help="store directory or URI")
     p.add_argument("--verify", action="store_true", help="re-check checksums and the record index")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object on the last line of stdout (records, leads, fs, label_names, "
@@ -110,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--method", choices=("simclr", "byol", "swav", "cpc"), default=None,
                    help="method (default: the config's method.name)")
-    p.add_argument("--store", type=Path, default=None, help="prepared store (data.store)")
+    p.add_argument("--store", type=_location, default=None, help="prepared store, local or URI (data.store)")
     p.add_argument("--config", type=Path, default=None, help="YAML config, e.g. jobs/pretrain/simclr.yaml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set optim.lr=1e-3 (repeatable)")
@@ -118,8 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training workers (train.workers); MIN-MAX for elastic training, e.g. 2-8")
     p.add_argument("--gpus-per-worker", type=float, default=None, help="GPUs per worker (train.gpus_per_worker)")
     p.add_argument("--epochs", type=int, default=None, help="epochs (train.epochs); with --resume, the new total")
-    p.add_argument("--output", type=Path, default=None, help="directory that receives the run directory")
-    p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
+    p.add_argument("--output", type=_location, default=None,
+                   help="directory or URI (s3://bucket/runs) that receives the run directory")
+    p.add_argument("--resume", type=_location, default=None, metavar="RUN_DIR",
                    help="continue RUN_DIR from its last checkpoint with its saved config")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object on the last line (method, epochs, loss, samples_per_s, run_dir, "
@@ -135,17 +147,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--mode", choices=("linear", "finetune", "supervised"), default=None,
                    help="evaluation mode (eval.mode)")
-    p.add_argument("--store", type=Path, default=None, help="prepared labelled store (data.store)")
+    p.add_argument("--store", type=_location, default=None, help="prepared labelled store, local or URI (data.store)")
     source = p.add_mutually_exclusive_group()
-    source.add_argument("--encoder", type=Path, default=None, help="exported encoder file (ecg-ray export)")
-    source.add_argument("--pretrained", type=Path, default=None, metavar="RUN_DIR", help="pretraining run directory")
+    source.add_argument("--encoder", type=_location, default=None, help="exported encoder file (ecg-ray export)")
+    source.add_argument("--pretrained", type=_location, default=None, metavar="RUN_DIR", help="pretraining run directory")
     p.add_argument("--config", type=Path, default=None, help="YAML config, e.g. jobs/smoke/eval-linear.yaml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (repeatable)")
     p.add_argument("--workers", type=int, default=None, help="training workers (train.workers)")
     p.add_argument("--gpus-per-worker", type=float, default=None, help="GPUs per worker")
     p.add_argument("--epochs", type=int, default=None, help="epochs (train.epochs)")
-    p.add_argument("--output", type=Path, required=True, help="directory that receives the run directory")
+    p.add_argument("--output", type=_location, required=True,
+                   help="directory or URI (s3://bucket/runs) that receives the run directory")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object on the last line (mode, val_macro_auc, test_macro_auc, "
                         "test_macro_auc_ci, labels_scored, best_epoch, run_dir, ...)")
@@ -158,8 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "output directory resumes the sweep.",
     )
     p.add_argument("--config", type=Path, required=True, help="sweep file, e.g. jobs/sweeps/label-fraction.yaml")
-    p.add_argument("--store", type=Path, default=None, help="prepared store for every trial (data.store)")
-    p.add_argument("--output", type=Path, default=None, help="sweep directory (default runs/sweeps/NAME)")
+    p.add_argument("--store", type=_location, default=None, help="prepared store for every trial (data.store)")
+    p.add_argument("--output", type=_location, default=None,
+                   help="sweep directory or URI (default runs/sweeps/NAME)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key in every trial (repeatable)")
     p.add_argument("--json", action="store_true", help="print a JSON summary on the last line")
@@ -174,8 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a run's encoder weights",
                        description="Write the encoder of RUN_DIR's newest checkpoint to a file loadable with "
                                    "torch.load(..., weights_only=True) (see README).")
-    p.add_argument("run_dir", type=Path)
-    p.add_argument("--out", type=Path, required=True, help="output file, e.g. encoder.pt")
+    p.add_argument("run_dir", type=_location, help="pretraining run directory or URI")
+    p.add_argument("--out", type=_location, required=True, help="output file or URI, e.g. encoder.pt")
     p.add_argument("--json", action="store_true", help="print a JSON summary on the last line")
 
     p = sub.add_parser("download", help="download a public dataset",
@@ -309,7 +323,7 @@ def _run_flags(args) -> list[str]:
     """--store/--workers/--gpus-per-worker/--epochs as overrides (they win over --set)."""
     flags = []
     if args.store is not None:
-        flags.append(f"data.store={args.store.resolve()}")
+        flags.append(f"data.store={args.store}")
     if args.workers is not None:
         workers, max_workers = args.workers if isinstance(args.workers, tuple) else (args.workers, None)
         flags.append(f"train.workers={workers}")
@@ -328,7 +342,7 @@ def cmd_pretrain(args) -> dict:
     if args.resume is not None:
         if args.config is not None or args.method is not None:
             raise EcgRayError("--resume uses the run's saved config; drop --config/--method (use --set to change keys)")
-        config = resume_config(args.resume, args.overrides + ([f"data.store={args.store.resolve()}"]
+        config = resume_config(args.resume, args.overrides + ([f"data.store={args.store}"]
                                                              if args.store else []), args.epochs)
     else:
         config = pretrain_config(args)
@@ -349,9 +363,9 @@ def cmd_evaluate(args) -> dict:
     if args.mode is not None:
         flags.append(f"eval.mode={args.mode}")
     if args.encoder is not None:
-        flags.append(f"eval.encoder={args.encoder.resolve()}")
+        flags.append(f"eval.encoder={args.encoder}")
     if args.pretrained is not None:
-        flags.append(f"eval.pretrained={args.pretrained.resolve()}")
+        flags.append(f"eval.pretrained={args.pretrained}")
     config = load_config(args.config, [*args.overrides, *flags, *_run_flags(args)])
     summary = run_evaluation(config, args.output)
     low, high = summary["test_macro_auc_ci"]

@@ -33,6 +33,7 @@ on the same output directory: finished trials are kept, unfinished ones continue
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from pathlib import Path
@@ -41,6 +42,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from ecg_ray import storage
 from ecg_ray.config import load_config
 from ecg_ray.errors import ConfigError
 
@@ -77,7 +79,7 @@ def load_sweep(path: Path, overrides: list[str] | None = None, store: Path | Non
         key, value = parse_override(item)
         fixed[key] = value
     if store is not None:
-        fixed["data.store"] = str(Path(store).resolve())
+        fixed["data.store"] = storage.normalize(store)
     spec["set"] = fixed
     spec["variants"] = list(spec.get("variants") or [])
     spec["search"] = dict(spec.get("search") or {})
@@ -149,7 +151,7 @@ def _trial(params: dict, spec: dict, sweep_dir: str) -> None:
         overrides["eval.variant"] = variant
     config = load_config(spec["base"], overrides)
     trial_id = tune.get_context().get_trial_id()
-    run_dir = Path(sweep_dir) / "trials" / trial_id
+    run_dir = storage.join(sweep_dir, "trials", trial_id)
     if spec["kind"] == "evaluate":
         run_evaluation(config, None, callbacks=[TuneReportCallback()], run_dir=run_dir)
     else:
@@ -185,26 +187,25 @@ def _scheduler(spec: dict):
     return ASHAScheduler(time_attr="training_iteration", **kwargs)
 
 
-def run_sweep(spec: dict, output: Path) -> dict[str, Any]:
+def run_sweep(spec: dict, output: str | Path) -> dict[str, Any]:
     """Run (or resume) a sweep; returns a summary with the results table paths."""
     from ray import tune
 
     from ecg_ray.train.trainer import ensure_ray
 
     ensure_ray()
-    sweep_dir = Path(output).resolve()
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    (sweep_dir / "sweep.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    sweep_dir = storage.normalize(output)  # a local directory or a URI (s3://bucket/sweeps/NAME)
+    storage.write_text(yaml.safe_dump(spec, sort_keys=False), storage.join(sweep_dir, "sweep.yaml"))
     resources = dict(spec.get("resources_per_trial") or {})
     if not any(float(v) > 0 for v in resources.values()):
         # The trial function only drives its TorchTrainer, which reserves the real resources; Tune
         # refuses an empty request, so the driver takes a token share of a CPU.
         resources = {"CPU": 0.01}
     trainable = tune.with_resources(tune.with_parameters(_trial, spec=spec, sweep_dir=str(sweep_dir)), resources)
-    experiment = sweep_dir / TUNE_DIR
-    if tune.Tuner.can_restore(str(experiment)):
+    experiment = storage.join(sweep_dir, TUNE_DIR)
+    if tune.Tuner.can_restore(experiment):
         print(f"resuming sweep from {experiment} (finished trials are kept)")
-        tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_errored=True)
+        tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
     else:
         tuner = tune.Tuner(
             trainable,
@@ -214,13 +215,13 @@ def run_sweep(spec: dict, output: Path) -> dict[str, Any]:
                 search_alg=_searcher(spec), scheduler=_scheduler(spec),
                 max_concurrent_trials=int(spec["max_concurrent_trials"]),
             ),
-            run_config=tune.RunConfig(name=TUNE_DIR, storage_path=str(sweep_dir), verbose=1),
+            run_config=tune.RunConfig(name=TUNE_DIR, storage_path=sweep_dir, verbose=1),
         )
     grid = tuner.fit()
     return write_tables(spec, grid, sweep_dir)
 
 
-def write_tables(spec: dict, grid, sweep_dir: Path) -> dict[str, Any]:
+def write_tables(spec: dict, grid, sweep_dir: str | Path) -> dict[str, Any]:
     """results.{parquet,csv}: one row per trial; robustness.{parquet,csv}: trial x noise x SNR."""
     rows, noise_rows = [], []
     for result in grid:
@@ -229,18 +230,18 @@ def write_tables(spec: dict, grid, sweep_dir: Path) -> dict[str, Any]:
         trial_id = Path(result.path).name if result.path else ""
         metrics = dict(result.metrics or {})
         tid = metrics.get("trial_id", trial_id)
-        run_dir = Path(sweep_dir) / "trials" / str(tid)
+        run_dir = storage.join(sweep_dir, "trials", str(tid))
         row = {"trial_id": tid, "variant": variant, "status": "error" if result.error else "done",
-               "run_dir": str(run_dir)}
+               "run_dir": run_dir}
         row.update({k: _plain(v) for k, v in overrides.items()})
         for key in ("val_macro_auc", "val_macro_auc_best", "test_macro_auc", "test_macro_auc_ci_low",
                     "test_macro_auc_ci_high", "labels_scored", "best_epoch", "loss", "epoch",
                     "training_iteration", "samples_per_s"):
             if key in metrics:
                 row[key] = metrics[key]
-        evaluation_file = run_dir / "evaluation.json"
-        if evaluation_file.exists():
-            evaluation = json.loads(evaluation_file.read_text())
+        evaluation_file = storage.join(run_dir, "evaluation.json")
+        if storage.exists(evaluation_file):
+            evaluation = json.loads(storage.read_text(evaluation_file))
             row["variant"] = row["variant"] or evaluation.get("variant", "")
             row["val_macro_auc"] = evaluation.get("val_macro_auc", row.get("val_macro_auc"))
             for item in evaluation.get("robustness", []):
@@ -257,14 +258,16 @@ def write_tables(spec: dict, grid, sweep_dir: Path) -> dict[str, Any]:
         if table.empty and name == "robustness":
             continue
         table = table.astype({c: str for c in table.columns if table[c].dtype == object})
-        table.to_parquet(sweep_dir / f"{name}.parquet", index=False)
-        table.to_csv(sweep_dir / f"{name}.csv", index=False)
-        paths[name] = str(sweep_dir / f"{name}.parquet")
+        parquet = io.BytesIO()
+        table.to_parquet(parquet, index=False)
+        storage.write_bytes(parquet.getvalue(), storage.join(sweep_dir, f"{name}.parquet"))
+        storage.write_text(table.to_csv(index=False), storage.join(sweep_dir, f"{name}.csv"))
+        paths[name] = storage.join(sweep_dir, f"{name}.parquet")
     best = None
     if not results.empty and spec["metric"] in results:
         ordered = results.sort_values(spec["metric"], ascending=spec["mode"] == "min")
         best = ordered.iloc[0].to_dict()
-    return {"name": spec["name"], "sweep_dir": str(sweep_dir), "trials": len(results),
+    return {"name": spec["name"], "sweep_dir": sweep_dir, "trials": len(results),
             "errored": int((results["status"] == "error").sum()) if not results.empty else 0,
             "robustness_rows": len(noise_rows), "tables": paths, "best": best}
 

@@ -36,8 +36,57 @@ def ptbxl_store(ptbxl_dir, tmp_path_factory) -> Path:
     return out
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture(scope="session")
-def ray_session():
+def s3_env() -> dict[str, str]:
+    """Environment pointing every S3 client (pyarrow, obstore, boto3) at a test server on loopback.
+
+    Set before Ray starts so that its worker processes inherit it; the server itself starts only
+    when a test asks for ``s3_bucket``. Test credentials replace any real ones, so no test can
+    reach a real account.
+    """
+    import os
+
+    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{_free_port()}", "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1",
+           "AWS_ALLOW_HTTP": "true", "AWS_EC2_METADATA_DISABLED": "true"}
+    os.environ.update(env)
+    return env
+
+
+@pytest.fixture(scope="session")
+def s3_server(s3_env):
+    """A moto S3 server on 127.0.0.1 (in this process) at the port s3_env names."""
+    moto_server = pytest.importorskip("moto.server", reason="moto[server] is a dev dependency (pip install -e .[dev])")
+    port = int(s3_env["AWS_ENDPOINT_URL"].rsplit(":", 1)[1])
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield s3_env["AWS_ENDPOINT_URL"]
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server, request) -> str:
+    """A fresh, empty bucket per test: returns its s3:// URI."""
+    import re
+    import uuid
+
+    import boto3
+
+    name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-") + "-" + uuid.uuid4().hex[:8]
+    boto3.client("s3").create_bucket(Bucket=name)
+    return f"s3://{name}"
+
+
+@pytest.fixture(scope="session")
+def ray_session(s3_env):
     """One local Ray instance for the whole test session, sized for a 2-core machine."""
     import os
 

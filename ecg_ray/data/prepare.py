@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
+from ecg_ray import storage
 from ecg_ray.data.sources.base import Record, SkippedRecord, Source
 from ecg_ray.data.store import DEFAULT_CHUNK_SAMPLES, DEFAULT_CODEC, StoreWriter
 from ecg_ray.errors import EcgRayError, RecordError, SourceError
@@ -118,7 +119,7 @@ def prepare_store(
     workers = workers if workers is not None else min(4, os.cpu_count() or 1)
     total = sum(len(s.refs()) for s in sources)
     source_of_kind = {id(s): s for s in sources}
-    writer = StoreWriter(Path(out), fs=fs, chunk_samples=chunk_samples, codec=codec, overwrite=overwrite)
+    writer = StoreWriter(out, fs=fs, chunk_samples=chunk_samples, codec=codec, overwrite=overwrite)
     pool = None
     try:
         if workers > 1:
@@ -129,7 +130,7 @@ def prepare_store(
         else:
             results = map(_read_one, _jobs(sources))
         source_by_record = _source_iter(sources)
-        bar = tqdm(total=total, desc=f"prepare {Path(out).name}", unit="rec", disable=not progress, mininterval=0.5,
+        bar = tqdm(total=total, desc=f"prepare {storage.name(out)}", unit="rec", disable=not progress, mininterval=0.5,
                    dynamic_ncols=True)
         with bar:
             for result in results:

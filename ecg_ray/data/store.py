@@ -15,7 +15,9 @@ Concatenating records along time (channels last) makes a group of consecutive re
 contiguous slice, so a stream reads a few large chunks and cuts crops with one strided view.
 
 Creation is atomic: everything is written into a hidden sibling directory and renamed into place
-only after the manifest (with checksums of every file) is complete.
+only after the manifest (with checksums of every file) is complete. A store can live in cloud
+storage (``s3://bucket/stores/ptbxl``): it is then prepared in a local staging directory and
+uploaded with the manifest last, and readers treat a store without a manifest as incomplete.
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -37,6 +40,7 @@ import zarr
 from zarr import codecs
 
 import ecg_ray
+from ecg_ray import storage
 from ecg_ray.data.signal import CANONICAL_LEADS
 from ecg_ray.data.sources.base import Record, SkippedRecord
 from ecg_ray.errors import StoreError
@@ -75,7 +79,7 @@ def label_sort_key(name: str):
 class StoreWriter:
     """Streams standardized records into a new store; ``finalize`` makes it visible atomically."""
 
-    out: Path
+    out: str | Path
     fs: float
     chunk_samples: int = DEFAULT_CHUNK_SAMPLES
     codec: str = DEFAULT_CODEC
@@ -86,12 +90,20 @@ class StoreWriter:
     excluded: Counter = field(default_factory=Counter, init=False)
 
     def __post_init__(self):
-        self.out = Path(self.out)
-        if self.out.exists() and not self.overwrite:
-            raise StoreError(f"{self.out} already exists (use --overwrite to replace it)")
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.out.parent / f".{self.out.name}.partial-{uuid.uuid4().hex[:8]}"
-        self.tmp.mkdir()
+        self.remote = storage.is_uri(self.out)
+        if self.remote:
+            self.out = storage.normalize(self.out)
+            if storage.exists(self.out) and not self.overwrite:
+                raise StoreError(f"{self.out} already exists (use --overwrite to replace it)")
+            # Staged on local disk, uploaded by finalize (needs local space for the whole store).
+            self.tmp = Path(tempfile.mkdtemp(prefix="ecg_ray-store-staging-"))
+        else:
+            self.out = Path(self.out)
+            if self.out.exists() and not self.overwrite:
+                raise StoreError(f"{self.out} already exists (use --overwrite to replace it)")
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            self.tmp = self.out.parent / f".{self.out.name}.partial-{uuid.uuid4().hex[:8]}"
+            self.tmp.mkdir()
         self._root = zarr.open_group(str(self.tmp), mode="w", zarr_format=3)
         self._signals = self._root.create_array(
             SIGNALS, shape=(0, len(CANONICAL_LEADS)), chunks=(self.chunk_samples, len(CANONICAL_LEADS)),
@@ -212,6 +224,9 @@ class StoreWriter:
         return manifest
 
     def _move_into_place(self) -> None:
+        if self.remote:
+            self._upload()
+            return
         old = None
         if self.out.exists():
             if not self.overwrite:
@@ -222,39 +237,55 @@ class StoreWriter:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
 
+    def _upload(self) -> None:
+        if storage.exists(self.out):
+            if not self.overwrite:
+                self.abort()
+                raise StoreError(f"{self.out} appeared while preparing; not replacing it")
+            # The old manifest goes first, so no reader ever sees a mix of old and new files.
+            storage.delete_file(storage.join(self.out, MANIFEST))
+            storage.delete_dir(self.out)
+        try:
+            storage.upload_dir(self.tmp, self.out, last=(MANIFEST,))
+        finally:
+            self.abort()
+
     def abort(self) -> None:
         """Remove the partial store (an interrupted prepare leaves nothing that looks complete)."""
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def checksum_files(root: Path) -> dict[str, str]:
-    """sha256 of every file under ``root`` except the manifest, keyed by relative POSIX path."""
+def checksum_files(root: str | Path) -> dict[str, str]:
+    """sha256 of every file under ``root`` (local or cloud) except the manifest, by relative POSIX path."""
     out = {}
-    for path in sorted(p for p in Path(root).rglob("*") if p.is_file() and p.name != MANIFEST):
+    for rel, _ in storage.list_files(root):
+        if PurePosixPath(rel).name == MANIFEST:
+            continue
         digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 22), b""):
+        with storage.open_input(storage.join(root, rel)) as f:
+            for block in iter(lambda f=f: f.read(1 << 22), b""):
                 digest.update(block)
-        out[path.relative_to(root).as_posix()] = digest.hexdigest()
+        out[rel] = digest.hexdigest()
     return out
 
 
-def directory_bytes(root: Path) -> int:
-    return int(sum(p.stat().st_size for p in Path(root).rglob("*") if p.is_file()))
+def directory_bytes(root: str | Path) -> int:
+    return int(sum(size for _, size in storage.list_files(root)))
 
 
 class EcgStore:
     """A prepared store opened for reading (metadata in memory, signals read lazily)."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
-        manifest_file = self.path / MANIFEST
-        if not self.path.is_dir():
+        # A location string: an absolute local path or a URI (s3://bucket/stores/ptbxl).
+        self.path = storage.normalize(path)
+        manifest_file = storage.join(self.path, MANIFEST)
+        if not storage.is_dir(self.path):
             raise StoreError(f"{self.path}: no such store directory")
-        if not manifest_file.exists():
+        if not storage.exists(manifest_file):
             raise StoreError(f"{self.path}: no {MANIFEST}; not an ecg_ray store, or an interrupted prepare")
         try:
-            self.manifest = json.loads(manifest_file.read_text())
+            self.manifest = json.loads(storage.read_text(manifest_file))
         except json.JSONDecodeError as exc:
             raise StoreError(f"{manifest_file}: corrupt manifest ({exc})") from None
         if self.manifest.get("format") != "ecg_ray.store":
@@ -263,7 +294,7 @@ class EcgStore:
         if version != SCHEMA_VERSION:
             raise StoreError(f"{self.path}: store schema version {version}, this ecg_ray reads "
                              f"{SCHEMA_VERSION}; prepare the store again")
-        self.records = pd.read_parquet(self.path / RECORDS_TABLE)
+        self.records = storage.read_parquet(storage.join(self.path, RECORDS_TABLE))
         self._labels: pd.DataFrame | None = None
 
     @property
@@ -281,8 +312,14 @@ class EcgStore:
     def __len__(self) -> int:
         return len(self.records)
 
+    @property
+    def version(self) -> str:
+        """Changes whenever the store is prepared again at the same location."""
+        m = self.manifest
+        return f"{m.get('created', '')}:{m.get('checksums', {}).get(SIGNALS + '/zarr.json', '')}"
+
     def signals(self) -> zarr.Array:
-        return zarr.open_array(str(self.path / SIGNALS), mode="r")
+        return open_signals(self.path)
 
     def label_matrix(self, label_set: str = "all") -> np.ndarray:
         """(records, labels) uint8 matrix for a named label view (default: all label names)."""
@@ -290,7 +327,7 @@ class EcgStore:
         if label_set not in sets:
             raise StoreError(f"label set {label_set!r} not in store; available: {sorted(sets)}")
         if self._labels is None:
-            self._labels = pd.read_parquet(self.path / LABELS_TABLE)
+            self._labels = storage.read_parquet(storage.join(self.path, LABELS_TABLE))
         return self._labels[sets[label_set]].to_numpy(dtype=np.uint8)
 
     def signal(self, index: int) -> np.ndarray:
@@ -326,7 +363,7 @@ class EcgStore:
         """The machine-readable summary printed by ``ecg-ray inspect --json``."""
         m = self.manifest
         return {
-            "path": str(self.path),
+            "path": self.path,
             "records": int(m["records"]),
             "leads": list(m["leads"]),
             "fs": m["fs"],
@@ -343,3 +380,8 @@ class EcgStore:
             "schema_version": m["schema_version"],
             "sources": m.get("sources", []),
         }
+
+
+def open_signals(store_path: str | Path) -> zarr.Array:
+    """The ``signals`` array of a store, local or in cloud storage, opened read-only."""
+    return zarr.open_array(storage.zarr_store(store_path), path=SIGNALS, mode="r")

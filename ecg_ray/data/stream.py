@@ -17,6 +17,7 @@ gets exactly the same number of rows (DDP needs equal step counts).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -27,7 +28,8 @@ from pathlib import Path
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ecg_ray.data.store import SIGNALS, EcgStore
+from ecg_ray import storage
+from ecg_ray.data.store import SIGNALS, EcgStore, open_signals
 from ecg_ray.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -151,9 +153,9 @@ def _make_datasource_class():
         def __init__(self, store_path: str, indices: np.ndarray, offsets: np.ndarray, lengths: np.ndarray,
                      labels: np.ndarray | None, *, mode: str, width: int, stride: int = 0, seed: int = 0,
                      epoch: int = 0, per_record: int = 1, records_per_task: int = DEFAULT_RECORDS_PER_TASK,
-                     shuffle: bool = True):
+                     shuffle: bool = True, store_version: str = ""):
             super().__init__()
-            self.store_path = store_path
+            self.store_path, self.store_version = store_path, store_version
             self.indices, self.offsets, self.lengths, self.labels = indices, offsets, lengths, labels
             self.mode, self.width, self.stride = mode, width, stride
             self.seed, self.epoch, self.per_record, self.shuffle = seed, epoch, per_record, shuffle
@@ -193,7 +195,7 @@ def _make_datasource_class():
                 if chunk is not None:
                     crops = _cut_from_raw_chunks(store_path, chunk, offsets[row_record] + starts, self.width)
                 else:
-                    signal, rel = _read_span(store_path, offsets, lengths)
+                    signal, rel = _read_span(store_path, offsets, lengths, self.store_version)
                     crops = cut(signal, rel[row_record] + starts, self.width)
                 batch = {"signal": crops, "record_index": indices[row_record].astype(np.int64)}
                 if self.shuffle:  # local shuffle within the task's records
@@ -201,7 +203,7 @@ def _make_datasource_class():
                     batch = {k: v[order] for k, v in batch.items()}
                     row_record = row_record[order]
             else:
-                signal, rel = _read_span(store_path, offsets, lengths)
+                signal, rel = _read_span(store_path, offsets, lengths, self.store_version)
                 per = [window_starts(int(n), self.width, self.stride) for n in lengths]
                 row_record = np.repeat(np.arange(len(indices)), [len(p) for p in per])
                 starts = np.concatenate([r + p for r, p in zip(rel, per, strict=True)]) if per else np.zeros(0, int)
@@ -222,6 +224,8 @@ def _raw_chunk_layout(store_path: str) -> int | None:
     crop can be cut from a memory map of the chunk file, touching only the pages it covers,
     instead of decoding whole records. Any other layout returns None (read through zarr).
     """
+    if storage.is_uri(store_path):
+        return None  # memory maps need a local file; cloud stores are read through zarr/obstore
     meta_file = Path(store_path) / SIGNALS / "zarr.json"
     try:
         meta = json.loads(meta_file.read_text())
@@ -263,11 +267,10 @@ def _cut_from_raw_chunks(store_path: str, chunk: int, starts: np.ndarray, width:
     return out
 
 
-def _read_span(store_path: str, offsets: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _read_span(store_path: str, offsets: np.ndarray, lengths: np.ndarray,
+               store_version: str = "") -> tuple[np.ndarray, np.ndarray]:
     """Signals covering the given records and each record's start within the returned array."""
-    import zarr
-
-    array = zarr.open_array(str(Path(store_path) / SIGNALS), mode="r")
+    array = _signals(store_path, store_version)
     start, stop = int(offsets[0]), int(offsets[-1] + lengths[-1])
     wanted = int(lengths.sum())
     if wanted >= _DENSE_READ_SHARE * (stop - start):
@@ -282,6 +285,14 @@ def _read_span(store_path: str, offsets: np.ndarray, lengths: np.ndarray) -> tup
         rel[run] = offsets[run] - a + pos
         pos += b - a
     return np.concatenate(pieces), rel
+
+
+@functools.lru_cache(maxsize=8)
+def _signals(store_path: str, store_version: str):
+    # One open array per store and process: opening a cloud store costs a metadata round trip.
+    # The version (from the manifest) keeps a store re-prepared at the same path from being
+    # read through a stale array.
+    return open_signals(store_path)
 
 
 _DATASOURCE_CLASS = None
@@ -310,7 +321,8 @@ def _build(store: EcgStore | str | Path, indices, *, width: int, with_labels: bo
         raise ConfigError(f"no records of at least {width} samples to stream from {store.path}")
     labels = store.label_matrix(label_set)[indices] if with_labels else None
     source = _datasource(str(store.path), indices, store.records["offset"].to_numpy()[indices],
-                         lengths_all[indices], labels, mode=mode, width=width, **kwargs)
+                         lengths_all[indices], labels, mode=mode, width=width,
+                         store_version=store.version, **kwargs)
     tasks = max(1, math.ceil(len(indices) / source.records_per_task))
     dataset = ray.data.read_datasource(source, override_num_blocks=tasks)
     info = StreamInfo(records=len(indices), rows=source._rows_for(source.lengths), too_short=too_short,

@@ -3,19 +3,21 @@
 A checkpoint directory holds ``state.pt`` (model, optimizer, scheduler, grad scaler, method
 state, epoch, RNG states, config) and ``history.json`` (per-epoch metrics so far). Files are
 written under a temporary name and renamed, so a crash mid-write never leaves a file that loads
-wrong; anything that is not an ecg_ray checkpoint gives a clear error.
+wrong; anything that is not an ecg_ray checkpoint gives a clear error. Run directories and
+encoder files may be local paths or cloud URIs (see :mod:`ecg_ray.storage`).
 """
 
 from __future__ import annotations
 
+import io
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
 import ecg_ray
+from ecg_ray import storage
 from ecg_ray.errors import EcgRayError
 
 STATE_FILE = "state.pt"
@@ -28,43 +30,28 @@ class CheckpointError(EcgRayError):
     """A checkpoint or exported encoder is missing, corrupt or not ours."""
 
 
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save(obj, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # never leave a half-written file behind
-        raise
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to a local path or URI; readers see the old file or the new one, never a part."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    storage.write_bytes(buffer.getvalue(), path)
 
 
-def atomic_write_text(text: str, path: Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+def atomic_write_text(text: str, path: str | Path) -> None:
+    storage.write_text(text, path)
 
 
 def save_checkpoint(directory: Path, state: dict[str, Any], history: list[dict]) -> None:
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    atomic_torch_save({"format": CHECKPOINT_FORMAT, **state}, directory / STATE_FILE)
-    atomic_write_text(json.dumps(history, indent=1), directory / HISTORY_FILE)
+    atomic_torch_save({"format": CHECKPOINT_FORMAT, **state}, storage.join(directory, STATE_FILE))
+    atomic_write_text(json.dumps(history, indent=1), storage.join(directory, HISTORY_FILE))
 
 
-def load_state(directory: Path, map_location="cpu") -> dict[str, Any]:
-    path = Path(directory) / STATE_FILE
-    if not path.exists():
+def load_state(directory: str | Path, map_location="cpu") -> dict[str, Any]:
+    path = storage.join(directory, STATE_FILE)
+    if not storage.exists(path):
         raise CheckpointError(f"{directory}: no {STATE_FILE}; not an ecg_ray checkpoint")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = storage.torch_load(path, map_location=map_location)
     except Exception as exc:
         raise CheckpointError(f"{path}: cannot load checkpoint ({type(exc).__name__}: {exc})") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
@@ -72,20 +59,20 @@ def load_state(directory: Path, map_location="cpu") -> dict[str, Any]:
     return state
 
 
-def load_history(directory: Path) -> list[dict]:
-    path = Path(directory) / HISTORY_FILE
-    return json.loads(path.read_text()) if path.exists() else []
+def load_history(directory: str | Path) -> list[dict]:
+    path = storage.join(directory, HISTORY_FILE)
+    return json.loads(storage.read_text(path)) if storage.exists(path) else []
 
 
-def latest_checkpoint(run_dir: Path) -> Path:
+def latest_checkpoint(run_dir: str | Path) -> str:
     """The newest complete checkpoint directory of a run (by epoch recorded in its history)."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
+    if not storage.is_dir(run_dir):
         raise CheckpointError(f"{run_dir}: no such run directory")
-    candidates = [d for d in run_dir.glob("checkpoint_*") if (d / STATE_FILE).exists()]
+    candidates = [d for d in storage.list_dirs(run_dir, "checkpoint_*")
+                  if storage.exists(storage.join(d, STATE_FILE))]
     if not candidates:
         raise CheckpointError(f"{run_dir}: no checkpoint found (checkpoint_*/{STATE_FILE})")
-    return max(candidates, key=lambda d: (len(load_history(d)), d.name))
+    return max(candidates, key=lambda d: (len(load_history(d)), storage.name(d)))
 
 
 def export_encoder(run_dir: Path, out: Path) -> dict[str, Any]:
@@ -108,19 +95,18 @@ def export_encoder(run_dir: Path, out: Path) -> dict[str, Any]:
         "config": config,
         "ecg_ray_version": ecg_ray.__version__,
     }
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = storage.normalize(out)
     atomic_torch_save(payload, out)
     return {"encoder": payload["encoder"], "method": payload["method"], "epoch": payload["epoch"],
-            "checkpoint": str(checkpoint), "out": str(out), "tensors": len(weights)}
+            "checkpoint": checkpoint, "out": out, "tensors": len(weights)}
 
 
 def load_encoder_payload(path: str | Path, map_location="cpu") -> dict[str, Any]:
     """The dict written by :func:`export_encoder`, loaded weights-only; clear errors otherwise."""
-    if not Path(path).exists():
+    if not storage.is_file(path):
         raise CheckpointError(f"{path}: encoder file not found")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        payload = storage.torch_load(path, map_location=map_location)
     except Exception as exc:
         raise CheckpointError(f"{path}: cannot load encoder ({type(exc).__name__}: {exc})") from None
     if not isinstance(payload, dict) or payload.get("format") != ENCODER_FORMAT:

@@ -58,7 +58,7 @@ def pretraining_method(config: Config) -> str | None:
     if config.eval.encoder:
         return load_encoder_payload(config.eval.encoder).get("method")
     if config.eval.pretrained:
-        return load_state(latest_checkpoint(Path(config.eval.pretrained)))["config"]["method"]["name"]
+        return load_state(latest_checkpoint(config.eval.pretrained))["config"]["method"]["name"]
     return None
 
 
@@ -72,7 +72,7 @@ def load_encoder_weights(config: Config, map_location="cpu") -> tuple[str, dict 
         payload = load_encoder_payload(config.eval.encoder, map_location)
         return payload["encoder"], payload["state_dict"]
     if config.eval.pretrained:
-        state = load_state(latest_checkpoint(Path(config.eval.pretrained)), map_location=map_location)
+        state = load_state(latest_checkpoint(config.eval.pretrained), map_location=map_location)
         prefix = "encoder."
         weights = {k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)}
         return state["config"]["model"]["encoder"], weights

@@ -2,7 +2,9 @@
 
 A new run always gets a fresh directory ``OUTPUT/<method>-<timestamp>``; Ray Train resumes a run
 whose (storage_path, name) already exists, so reusing a directory is only done on purpose,
-with ``--resume RUN_DIR`` (which also reloads that run's saved config).
+with ``--resume RUN_DIR`` (which also reloads that run's saved config). OUTPUT may be a local
+directory or a cloud URI (``s3://bucket/runs``): Ray Train uploads checkpoints there, and every
+file the driver reads or writes goes through :mod:`ecg_ray.storage`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from ecg_ray import storage
 from ecg_ray.config import Config, from_dict, to_dict
 from ecg_ray.data.store import EcgStore
 from ecg_ray.errors import ConfigError, EcgRayError
@@ -84,25 +87,25 @@ def cpus_per_worker(config: Config) -> float:
     return max(0.25, int((total - 1.01) / workers * 4) / 4)
 
 
-def new_run_dir(output: Path, method: str) -> Path:
-    output = Path(output).resolve()
+def new_run_dir(output: str | Path, method: str) -> str:
+    """A fresh ``OUTPUT/<method>-<timestamp>[-n]`` location (local path or URI)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    run_dir = output / f"{method}-{stamp}"
+    run_dir = storage.join(output, f"{method}-{stamp}")
     suffix = 1
-    while run_dir.exists():
+    while storage.exists(run_dir):
         suffix += 1
-        run_dir = output / f"{method}-{stamp}-{suffix}"
+        run_dir = storage.join(output, f"{method}-{stamp}-{suffix}")
     return run_dir
 
 
-def load_run_config(run_dir: Path) -> dict:
-    path = Path(run_dir) / RUN_CONFIG
-    if not path.exists():
+def load_run_config(run_dir: str | Path) -> dict:
+    path = storage.join(run_dir, RUN_CONFIG)
+    if not storage.exists(path):
         raise EcgRayError(f"{run_dir}: not an ecg_ray run directory (no {RUN_CONFIG}); cannot resume")
-    return yaml.safe_load(path.read_text())
+    return yaml.safe_load(storage.read_text(path))
 
 
-def fit(config: Config, run_dir: Path, train_func, callbacks: list | None = None) -> dict[str, Any]:
+def fit(config: Config, run_dir: str | Path, train_func, callbacks: list | None = None) -> dict[str, Any]:
     """Fit a TorchTrainer for ``train_func`` writing into ``run_dir``; returns a summary dict."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -110,9 +113,8 @@ def fit(config: Config, run_dir: Path, train_func, callbacks: list | None = None
     from ecg_ray.train.checkpoint import load_history
 
     ensure_ray()
-    run_dir = Path(run_dir).resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / RUN_CONFIG).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    run_dir = storage.normalize(run_dir)
+    storage.write_text(yaml.safe_dump(to_dict(config), sort_keys=False), storage.join(run_dir, RUN_CONFIG))
     gpus = config.train.gpus_per_worker
     workers = config.train.workers
     if config.train.max_workers and config.train.max_workers > workers:
@@ -125,7 +127,7 @@ def fit(config: Config, run_dir: Path, train_func, callbacks: list | None = None
         train_loop_config={"config": to_dict(config)},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpus > 0, resources_per_worker=resources),
         run_config=RunConfig(
-            name=run_dir.name, storage_path=str(run_dir.parent),
+            name=storage.name(run_dir), storage_path=storage.parent(run_dir),
             checkpoint_config=CheckpointConfig(num_to_keep=config.train.keep_checkpoints),
             failure_config=FailureConfig(max_failures=config.train.max_failures),
             callbacks=callbacks or None,
@@ -134,17 +136,20 @@ def fit(config: Config, run_dir: Path, train_func, callbacks: list | None = None
     result = trainer.fit()
     if result.error is not None:
         raise EcgRayError(f"training failed: {result.error}")
-    checkpoint = Path(result.checkpoint.path) if result.checkpoint is not None else None
+    # The checkpoint's own path drops the URI scheme on cloud storage; rebuild it under the run dir.
+    checkpoint = (storage.join(run_dir, Path(result.checkpoint.path).name)
+                  if result.checkpoint is not None else None)
     history = load_history(checkpoint) if checkpoint is not None else []
-    return {"run_dir": str(run_dir), "checkpoint": str(checkpoint) if checkpoint else None, "history": history}
+    return {"run_dir": run_dir, "checkpoint": checkpoint, "history": history}
 
 
-def run_pretraining(config: Config, output: Path | None, resume: Path | None = None) -> dict[str, Any]:
+def run_pretraining(config: Config, output: str | Path | None,
+                    resume: str | Path | None = None) -> dict[str, Any]:
     from ecg_ray.train.pretrain import pretrain_worker
 
     validate_pretraining(config)
     if resume is not None:
-        run_dir = Path(resume).resolve()
+        run_dir = storage.normalize(resume)
     else:
         if output is None:
             raise ConfigError("--output DIR is required for a new run")
@@ -167,7 +172,7 @@ def run_pretraining(config: Config, output: Path | None, resume: Path | None = N
     }
 
 
-def resume_config(run_dir: Path, overrides: list[str], epochs: int | None) -> Config:
+def resume_config(run_dir: str | Path, overrides: list[str], epochs: int | None) -> Config:
     """The saved config of a run, with --set overrides and --epochs applied (to extend a run)."""
     from ecg_ray.config import parse_override, set_dotted
 
@@ -215,11 +220,10 @@ def validate_evaluation(config: Config) -> EcgStore:
     return store
 
 
-def run_evaluation(config: Config, output: Path, callbacks: list | None = None,
-                   run_dir: Path | None = None) -> dict[str, Any]:
+def run_evaluation(config: Config, output: str | Path | None, callbacks: list | None = None,
+                   run_dir: str | Path | None = None) -> dict[str, Any]:
     """Train/evaluate one downstream model; writes RUN_DIR/evaluation.json; returns the summary."""
     import json
-    import shutil
 
     from ecg_ray.train.downstream import EVALUATION_FILE, downstream_worker
 
@@ -230,12 +234,11 @@ def run_evaluation(config: Config, output: Path, callbacks: list | None = None,
         run_dir = new_run_dir(output, f"eval-{config.eval.mode}")
     start = time.perf_counter()
     summary = fit(config, run_dir, downstream_worker, callbacks=callbacks)
-    checkpoint = Path(summary["checkpoint"])
-    evaluation = json.loads((checkpoint / EVALUATION_FILE).read_text())
+    checkpoint = summary["checkpoint"]
+    evaluation = json.loads(storage.read_text(storage.join(checkpoint, EVALUATION_FILE)))
     evaluation["run_dir"] = summary["run_dir"]
-    evaluation["checkpoint"] = str(checkpoint)
-    shutil.copy(checkpoint / EVALUATION_FILE, Path(summary["run_dir"]) / EVALUATION_FILE)
-    (Path(summary["run_dir"]) / EVALUATION_FILE).write_text(json.dumps(evaluation, indent=1))
+    evaluation["checkpoint"] = checkpoint
+    storage.write_text(json.dumps(evaluation, indent=1), storage.join(summary["run_dir"], EVALUATION_FILE))
     return {
         "mode": evaluation["mode"],
         "variant": evaluation["variant"],
@@ -248,6 +251,6 @@ def run_evaluation(config: Config, output: Path, callbacks: list | None = None,
         "epochs": len(evaluation["history"]),
         "robustness": evaluation["robustness"],
         "run_dir": summary["run_dir"],
-        "checkpoint": str(checkpoint),
+        "checkpoint": checkpoint,
         "wall_s": round(time.perf_counter() - start, 2),
     }

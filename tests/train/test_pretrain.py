@@ -68,8 +68,18 @@ def test_new_run_never_reuses_a_directory(tmp_path):
     from ecg_ray.train.trainer import new_run_dir
 
     first = new_run_dir(tmp_path, "simclr")
-    first.mkdir(parents=True)
+    Path(first).mkdir(parents=True)
     assert new_run_dir(tmp_path, "simclr") != first
+
+
+def test_new_run_on_s3_never_reuses_a_run(s3_bucket):
+    from ecg_ray import storage
+    from ecg_ray.train.trainer import new_run_dir
+
+    first = new_run_dir(f"{s3_bucket}/runs/", "simclr")
+    assert first.startswith(f"{s3_bucket}/runs/simclr-")
+    storage.write_text("{}", storage.join(first, "ecg_ray_config.yaml"))
+    assert new_run_dir(f"{s3_bucket}/runs", "simclr") not in (first,)
 
 
 @pytest.mark.parametrize("args,message", [
