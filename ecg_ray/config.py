@@ -118,6 +118,8 @@ class TrainConfig:
     #: elastic training: between ``workers`` and ``max_workers`` workers, as the cluster allows
     #: (the per-worker batch is then floor(batch_size / current workers))
     max_workers: int | None = None
+    #: elastic training: seconds between checks for room to grow the worker group (Ray's default 60)
+    resize_check_s: float = 60.0
     gpus_per_worker: float = 0.0
     #: CPUs reserved per training worker; null = 1, or less on a small local machine so that the
     #: Ray Data read tasks keep a CPU (a 2-core machine with 2 workers gets 0.5 each)

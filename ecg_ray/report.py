@@ -40,6 +40,7 @@ EVALUATION_FILE = "evaluation.json"
 # must be cheap to build on a laptop that only has the result files.
 HISTORY_FILE = "history.json"
 RUN_CONFIG = "ecg_ray_config.yaml"
+RAY_SNAPSHOT = "checkpoint_manager_snapshot.json"
 
 # Published PTB-XL "all" (71 statements) test macro AUC, mean and std over runs, from Mehari &
 # Strodthoff (2022), "Self-supervised representation learning from 12-lead ECG data", Computers in
@@ -194,6 +195,14 @@ def _load_history(path: Path) -> list[dict[str, Any]]:
     return history
 
 
+def _committed_checkpoint(run_dir: Path) -> str | None:
+    """The checkpoint Ray Train committed last (see checkpoint.committed_checkpoint_name)."""
+    try:
+        return str(json.loads((run_dir / RAY_SNAPSHOT).read_text())["latest_checkpoint_result"]["checkpoint_dir_name"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _load_pretraining(run_dir: Path, histories: list[Path], skipped: list[tuple[Path, str]]) -> PretrainRun | None:
     loaded = []
     for path in histories:
@@ -203,8 +212,9 @@ def _load_pretraining(run_dir: Path, histories: list[Path], skipped: list[tuple[
             skipped.append((path, _reason(exc)))
     if not loaded:
         return None
-    # The newest checkpoint holds the longest history (same rule as checkpoint.latest_checkpoint).
-    _, _, path, history = max(loaded, key=lambda item: (item[0], item[1]))
+    # Ray's committed checkpoint if known, else the longest history (as checkpoint.latest_checkpoint).
+    committed = _committed_checkpoint(run_dir)
+    _, _, path, history = max(loaded, key=lambda item: (item[1] == committed, item[0], item[1]))
     method = encoder = None
     config_path = run_dir / RUN_CONFIG
     if config_path.exists():

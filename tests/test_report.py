@@ -194,3 +194,4 @@ def test_artefact_names_match_the_writers():
 
     assert report.HISTORY_FILE == checkpoint.HISTORY_FILE
     assert report.RUN_CONFIG == trainer.RUN_CONFIG
+    assert report.RAY_SNAPSHOT == checkpoint.RAY_SNAPSHOT

@@ -24,6 +24,8 @@ STATE_FILE = "state.pt"
 HISTORY_FILE = "history.json"
 CHECKPOINT_FORMAT = "ecg_ray.checkpoint.v1"
 ENCODER_FORMAT = "ecg_ray.encoder.v1"
+# Ray Train's record of the checkpoints it committed (all workers reported), in the run directory.
+RAY_SNAPSHOT = "checkpoint_manager_snapshot.json"
 
 
 class CheckpointError(EcgRayError):
@@ -64,10 +66,32 @@ def load_history(directory: str | Path) -> list[dict]:
     return json.loads(storage.read_text(path)) if storage.exists(path) else []
 
 
+def committed_checkpoint_name(run_dir: str | Path) -> str | None:
+    """Name of the newest checkpoint Ray Train committed, from its snapshot; None if unknown.
+
+    A worker group interrupted between writing a checkpoint and every worker reporting it (a lost
+    node, an elastic resize) leaves that directory behind uncommitted; Ray resumes from the
+    committed one, so everything else that picks "the latest checkpoint" must do the same.
+    """
+    snapshot = storage.join(run_dir, RAY_SNAPSHOT)
+    try:
+        data = json.loads(storage.read_text(snapshot))
+        return str(data["latest_checkpoint_result"]["checkpoint_dir_name"])
+    except (storage.StorageError, ValueError, KeyError, TypeError):
+        return None
+
+
 def latest_checkpoint(run_dir: str | Path) -> str:
-    """The newest complete checkpoint directory of a run (by epoch recorded in its history)."""
+    """The checkpoint Ray Train would resume the run from.
+
+    That is the committed one named in Ray's snapshot; without a snapshot (older runs, copies of a
+    run), the checkpoint with the longest history.
+    """
     if not storage.is_dir(run_dir):
         raise CheckpointError(f"{run_dir}: no such run directory")
+    committed = committed_checkpoint_name(run_dir)
+    if committed and storage.exists(storage.join(run_dir, committed, STATE_FILE)):
+        return storage.join(run_dir, committed)
     candidates = [d for d in storage.list_dirs(run_dir, "checkpoint_*")
                   if storage.exists(storage.join(d, STATE_FILE))]
     if not candidates:

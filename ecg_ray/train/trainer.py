@@ -43,6 +43,8 @@ def validate_pretraining(config: Config) -> EcgStore:
         raise ConfigError("train.workers must be >= 1")
     if config.train.max_workers is not None and config.train.max_workers < config.train.workers:
         raise ConfigError(f"train.max_workers={config.train.max_workers} is below train.workers={config.train.workers}")
+    if config.train.resize_check_s <= 0:
+        raise ConfigError(f"train.resize_check_s must be > 0 (got {config.train.resize_check_s})")
     if config.train.epochs < 1:
         raise ConfigError("train.epochs must be >= 1")
     if config.train.precision not in ("auto", "fp32", "bf16", "fp16"):
@@ -117,15 +119,18 @@ def fit(config: Config, run_dir: str | Path, train_func, callbacks: list | None 
     storage.write_text(yaml.safe_dump(to_dict(config), sort_keys=False), storage.join(run_dir, RUN_CONFIG))
     gpus = config.train.gpus_per_worker
     workers = config.train.workers
+    elastic = {}
     if config.train.max_workers and config.train.max_workers > workers:
         workers = (workers, config.train.max_workers)  # elastic: Ray Train scales within these bounds
+        elastic = {"elastic_resize_monitor_interval_s": float(config.train.resize_check_s)}
     resources = {"CPU": cpus_per_worker(config)}
     if gpus > 0:
         resources["GPU"] = gpus
     trainer = TorchTrainer(
         train_func,
         train_loop_config={"config": to_dict(config)},
-        scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpus > 0, resources_per_worker=resources),
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpus > 0, resources_per_worker=resources,
+                                     **elastic),
         run_config=RunConfig(
             name=storage.name(run_dir), storage_path=storage.parent(run_dir),
             checkpoint_config=CheckpointConfig(num_to_keep=config.train.keep_checkpoints),

@@ -122,3 +122,19 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     monkeypatch.setattr(ckpt.torch, "save", original)
     assert load_state(tmp_path)["epoch"] == 1
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_latest_checkpoint_is_the_one_ray_committed(tmp_path):
+    """An uncommitted checkpoint left by an interrupted worker group (longer history) is not picked."""
+    import json
+
+    from ecg_ray.train.checkpoint import RAY_SNAPSHOT, save_checkpoint
+
+    run = tmp_path / "run"
+    save_checkpoint(run / "checkpoint_a", {"epoch": 1}, [{"epoch": 0}, {"epoch": 1}])
+    save_checkpoint(run / "checkpoint_b", {"epoch": 2}, [{"epoch": 0}, {"epoch": 1}, {"epoch": 2}])
+    assert Path(latest_checkpoint(run)).name == "checkpoint_b"  # no snapshot: the longest history
+    (run / RAY_SNAPSHOT).write_text(json.dumps({"latest_checkpoint_result": {"checkpoint_dir_name": "checkpoint_a"}}))
+    assert Path(latest_checkpoint(run)).name == "checkpoint_a"
+    (run / RAY_SNAPSHOT).write_text("{not json")  # unreadable snapshot: fall back, do not fail
+    assert Path(latest_checkpoint(run)).name == "checkpoint_b"
