@@ -96,7 +96,7 @@ def bench_plain(config, store_path: Path, threads: int) -> dict:
 
     from ecg_ray.data.store import EcgStore
     from ecg_ray.methods import build_method
-    from ecg_ray.train.pretrain import _epoch_seed, build_optimization, precision_context
+    from ecg_ray.train.pretrain import _epoch_seed, build_optimization, precision_context, training_step
 
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -109,7 +109,7 @@ def bench_plain(config, store_path: Path, threads: int) -> dict:
         torch.manual_seed(config.seed)
         method = build_method(config, fs=fs).to(device)
         optimizer, scheduler = build_optimization(config, method, steps)
-        autocast, _ = precision_context(config.train.precision, device)
+        autocast, scaler = precision_context(config.train.precision, device)
         method.on_train_start(total_steps)
         generator = torch.Generator(device=device)
         method.set_generator(generator)
@@ -121,19 +121,9 @@ def bench_plain(config, store_path: Path, threads: int) -> dict:
             start = time.perf_counter()
             loss_sum = torch.zeros((), device=device)
             for x in batches:
-                with autocast():
-                    out = method(x)
-                loss = out["loss"]
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"plain loop: loss is {loss.item()} at epoch {epoch}")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                method.after_backward()
-                optimizer.step()
-                scheduler.step()
                 global_step += 1
-                method.after_optimizer_step(global_step)
-                loss_sum += loss.detach().float()
+                loss_sum += training_step(method, method, x, optimizer, scheduler, autocast, scaler, global_step,
+                                          where=f"plain loop epoch {epoch}")
             rates.append(len(batches) * batch / (time.perf_counter() - start))
             losses.append(float(loss_sum / len(batches)))
         return {"rates": rates, "loss": losses}

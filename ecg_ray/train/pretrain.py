@@ -64,6 +64,37 @@ def precision_context(precision: str, device: torch.device):
     raise ConfigError(f"train.precision: unknown value {precision!r} (auto, fp32, bf16, fp16)")
 
 
+def training_step(model, method, x: torch.Tensor, optimizer, scheduler, autocast, scaler, global_step: int,
+                  where: str = "") -> torch.Tensor:
+    """One optimizer step of a pretraining method; returns the detached fp32 loss.
+
+    ``model`` is what runs the forward pass (the method, or its DDP wrapper); ``method`` gets the
+    hooks (after_backward: e.g. freezing SwAV prototypes; after_optimizer_step: e.g. BYOL's EMA).
+    ``global_step`` counts this step (1-based). Shared by the Ray Train worker and the benchmarks,
+    so that both time exactly the same work.
+    """
+    with autocast():
+        out = model(x)
+    loss = out["loss"]
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"loss is {loss.item()} at {where or f'step {global_step}'}; lower optim.lr")
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)  # hooks and clipping see true gradients
+    else:
+        loss.backward()
+    method.after_backward()
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    scheduler.step()
+    method.after_optimizer_step(global_step)
+    return loss.detach().float()
+
+
 def worker_setup(loop_config: dict[str, Any]) -> tuple[Config, int, int, torch.device, EcgStore]:
     """Inside a Ray Train worker: (config, rank, world size, device, store), torch threads applied."""
     import ray.train
@@ -152,27 +183,9 @@ def pretrain_worker(loop_config: dict[str, Any]) -> None:
         loss_sum = torch.zeros((), device=device)
         done = 0
         for batch in dataset.iter_torch_batches(batch_size=per_worker, drop_last=True, device=device):
-            with autocast():
-                out = model(batch["signal"])
-            loss = out["loss"]
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch} step {done}; lower optim.lr")
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-            else:
-                loss.backward()
-            method.after_backward()
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            scheduler.step()
             global_step += 1
-            method.after_optimizer_step(global_step)
-            loss_sum += loss.detach().float()
+            loss_sum += training_step(model, method, batch["signal"], optimizer, scheduler, autocast, scaler,
+                                      global_step, where=f"epoch {epoch} step {done}")
             done += 1
             if done >= steps:  # stop before fetching a batch that would not be used
                 break
