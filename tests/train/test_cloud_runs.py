@@ -59,3 +59,23 @@ def test_pretrain_resume_export_and_evaluate_entirely_on_s3(ray_session, ptbxl_d
     assert evaluation["run_dir"].startswith(f"{s3_bucket}/evals/eval-linear-")
     saved = json.loads(storage.read_text(storage.join(evaluation["run_dir"], "evaluation.json")))
     assert saved["test_macro_auc"] == evaluation["test_macro_auc"] and 0.0 < saved["test_macro_auc"] <= 1.0
+
+
+@pytest.mark.slow
+def test_sweep_writes_to_s3_and_resumes_from_it(ray_session, ptbxl_store, s3_bucket, capsys):
+    output = f"{s3_bucket}/sweeps/lf"
+    first = _run(capsys, "sweep", "--config", JOBS / "sweep-label-fraction.yaml", "--store", ptbxl_store,
+                 "--output", output)
+    assert first["sweep_dir"] == output and first["tables"]["results"] == f"{output}/results.parquet"
+    results = storage.read_parquet(first["tables"]["results"])
+    assert len(results) == 2 and (results["status"] == "done").all()
+    assert all(r.startswith(f"{output}/trials/") for r in results["run_dir"])
+    assert all(storage.exists(storage.join(r, "evaluation.json")) for r in results["run_dir"])
+    assert storage.read_text(f"{output}/results.csv").startswith("trial_id,")
+    # A new driver on the same URI resumes the sweep: the finished trials are kept, not re-run.
+    again = _run(capsys, "sweep", "--config", JOBS / "sweep-label-fraction.yaml", "--store", ptbxl_store,
+                 "--output", output)
+    rerun = storage.read_parquet(again["tables"]["results"])
+    assert sorted(rerun["trial_id"]) == sorted(results["trial_id"])
+    assert sorted(rerun["test_macro_auc"]) == sorted(results["test_macro_auc"])
+    assert [storage.name(d) for d in storage.list_dirs(f"{output}/trials")] == sorted(results["trial_id"])
