@@ -94,7 +94,8 @@ def ray_session(s3_env):
     import ray
     from ray.data import DataContext
 
-    ray.init(num_cpus=2, object_store_memory=1_000_000_000, include_dashboard=False,
+    # address="local": always a new instance, never a cluster another test (ray start) left behind
+    ray.init(address="local", num_cpus=2, object_store_memory=1_000_000_000, include_dashboard=False,
              log_to_driver=False, _node_ip_address="127.0.0.1", configure_logging=False)
     context = DataContext.get_current()
     context.enable_progress_bars = False

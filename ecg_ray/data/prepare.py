@@ -119,7 +119,8 @@ def prepare_store(
     workers = workers if workers is not None else min(4, os.cpu_count() or 1)
     total = sum(len(s.refs()) for s in sources)
     source_of_kind = {id(s): s for s in sources}
-    writer = StoreWriter(out, fs=fs, chunk_samples=chunk_samples, codec=codec, overwrite=overwrite)
+    writer = StoreWriter(out, fs=fs, chunk_samples=chunk_samples, codec=codec, overwrite=overwrite,
+                         progress=progress)
     pool = None
     try:
         if workers > 1:

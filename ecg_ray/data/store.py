@@ -84,6 +84,8 @@ class StoreWriter:
     chunk_samples: int = DEFAULT_CHUNK_SAMPLES
     codec: str = DEFAULT_CODEC
     overwrite: bool = False
+    #: show a progress bar while uploading a store prepared to a cloud URI
+    progress: bool = False
     _rows: list[dict[str, Any]] = field(default_factory=list, init=False)
     _labels: list[dict[str, int]] = field(default_factory=list, init=False)
     skipped: list[SkippedRecord] = field(default_factory=list, init=False)
@@ -95,7 +97,7 @@ class StoreWriter:
             self.out = storage.normalize(self.out)
             if storage.exists(self.out) and not self.overwrite:
                 raise StoreError(f"{self.out} already exists (use --overwrite to replace it)")
-            # Staged on local disk, uploaded by finalize (needs local space for the whole store).
+            # Staged on local disk ($TMPDIR), uploaded by finalize: needs local space for the whole store.
             self.tmp = Path(tempfile.mkdtemp(prefix="ecg_ray-store-staging-"))
         else:
             self.out = Path(self.out)
@@ -246,7 +248,7 @@ class StoreWriter:
             storage.delete_file(storage.join(self.out, MANIFEST))
             storage.delete_dir(self.out)
         try:
-            storage.upload_dir(self.tmp, self.out, last=(MANIFEST,))
+            storage.upload_dir(self.tmp, self.out, last=(MANIFEST,), progress=self.progress)
         finally:
             self.abort()
 

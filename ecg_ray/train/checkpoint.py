@@ -48,17 +48,52 @@ def save_checkpoint(directory: Path, state: dict[str, Any], history: list[dict])
     atomic_write_text(json.dumps(history, indent=1), storage.join(directory, HISTORY_FILE))
 
 
+def _checked_state(source, label: str, map_location) -> dict[str, Any]:
+    """torch.load (weights only) of a state file or buffer, refusing anything that is not ours."""
+    try:
+        state = (storage.torch_load(source, map_location=map_location) if isinstance(source, str)
+                 else torch.load(source, map_location=map_location, weights_only=True))
+    except Exception as exc:
+        raise CheckpointError(f"{label}: cannot load checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"{label}: not an ecg_ray checkpoint (format {found})")
+    return state
+
+
 def load_state(directory: str | Path, map_location="cpu") -> dict[str, Any]:
     path = storage.join(directory, STATE_FILE)
     if not storage.exists(path):
         raise CheckpointError(f"{directory}: no {STATE_FILE}; not an ecg_ray checkpoint")
+    return _checked_state(path, path, map_location)
+
+
+def read_ray_checkpoint(checkpoint, map_location="cpu") -> tuple[dict[str, Any], list[dict]]:
+    """(state, history) of a ``ray.train.Checkpoint``, read in place through its own filesystem.
+
+    Not ``Checkpoint.as_directory()``: for cloud storage that downloads into a temp directory shared
+    by the workers of a node, and a worker that arrives after the first download has finished
+    downloads again over the files another worker is still reading (seen as a corrupt state.pt
+    when two workers on one node resumed from S3).
+    """
+    import pyarrow.fs as pafs
+
+    fs, root = checkpoint.filesystem, checkpoint.path.rstrip("/")
+    if isinstance(fs, pafs.LocalFileSystem):
+        return load_state(root, map_location), load_history(root)
     try:
-        state = storage.torch_load(path, map_location=map_location)
-    except Exception as exc:
-        raise CheckpointError(f"{path}: cannot load checkpoint ({type(exc).__name__}: {exc})") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: not an ecg_ray checkpoint (format {state.get('format') if isinstance(state, dict) else type(state).__name__})")
-    return state
+        with fs.open_input_stream(f"{root}/{STATE_FILE}") as f:
+            state_bytes = f.read()
+    except OSError as exc:
+        raise CheckpointError(f"{root}: cannot read {STATE_FILE} ({exc})") from None
+    try:
+        with fs.open_input_stream(f"{root}/{HISTORY_FILE}") as f:
+            history = json.loads(f.read())
+    except FileNotFoundError:
+        history = []
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{root}: cannot read {HISTORY_FILE} ({exc})") from None
+    return _checked_state(io.BytesIO(state_bytes), f"{root}/{STATE_FILE}", map_location), history
 
 
 def load_history(directory: str | Path) -> list[dict]:
@@ -92,11 +127,18 @@ def latest_checkpoint(run_dir: str | Path) -> str:
     committed = committed_checkpoint_name(run_dir)
     if committed and storage.exists(storage.join(run_dir, committed, STATE_FILE)):
         return storage.join(run_dir, committed)
-    candidates = [d for d in storage.list_dirs(run_dir, "checkpoint_*")
-                  if storage.exists(storage.join(d, STATE_FILE))]
+    candidates = []
+    for directory in storage.list_dirs(run_dir, "checkpoint_*"):
+        if not storage.exists(storage.join(directory, STATE_FILE)):
+            continue
+        try:
+            epochs = len(load_history(directory))
+        except (ValueError, storage.StorageError):
+            continue  # still being written (Ray copies checkpoint files in place) or damaged
+        candidates.append((epochs, storage.name(directory), directory))
     if not candidates:
         raise CheckpointError(f"{run_dir}: no checkpoint found (checkpoint_*/{STATE_FILE})")
-    return max(candidates, key=lambda d: (len(load_history(d)), storage.name(d)))
+    return max(candidates)[2]
 
 
 def export_encoder(run_dir: Path, out: Path) -> dict[str, Any]:

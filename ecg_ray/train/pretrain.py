@@ -132,7 +132,7 @@ def pretrain_worker(loop_config: dict[str, Any]) -> None:
 
     from ecg_ray.evaluation.probe import linear_probe_auc
     from ecg_ray.methods import build_method
-    from ecg_ray.train.checkpoint import load_history, load_state, save_checkpoint
+    from ecg_ray.train.checkpoint import read_ray_checkpoint, save_checkpoint
 
     config, rank, world, device, store = worker_setup(loop_config)
     train_idx = training_records(config, store)
@@ -149,9 +149,7 @@ def pretrain_worker(loop_config: dict[str, Any]) -> None:
     start_epoch, history = 0, []
     restored = ray.train.get_checkpoint()
     if restored is not None:
-        with restored.as_directory() as directory:
-            state = load_state(directory, map_location=device)
-            history = load_history(directory)
+        state, history = read_ray_checkpoint(restored, map_location=device)
         method.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

@@ -138,3 +138,20 @@ def test_latest_checkpoint_is_the_one_ray_committed(tmp_path):
     assert Path(latest_checkpoint(run)).name == "checkpoint_a"
     (run / RAY_SNAPSHOT).write_text("{not json")  # unreadable snapshot: fall back, do not fail
     assert Path(latest_checkpoint(run)).name == "checkpoint_b"
+
+
+def test_ray_checkpoint_on_s3_is_read_in_place(s3_bucket):
+    """Restores read a cloud checkpoint through its filesystem, with the same checks as local ones."""
+    from ray.train import Checkpoint
+
+    from ecg_ray import storage
+    from ecg_ray.train.checkpoint import read_ray_checkpoint, save_checkpoint
+
+    location = f"{s3_bucket}/runs/r/checkpoint_000001"
+    save_checkpoint(location, {"epoch": 3, "model": {"w": torch.ones(2)}}, [{"epoch": 3}])
+    fs, path = storage.filesystem(location)
+    state, history = read_ray_checkpoint(Checkpoint(path=path, filesystem=fs))
+    assert state["epoch"] == 3 and torch.equal(state["model"]["w"], torch.ones(2)) and history == [{"epoch": 3}]
+    storage.write_bytes(b"garbage", storage.join(location, "state.pt"))
+    with pytest.raises(CheckpointError, match="state.pt: cannot load checkpoint"):
+        read_ray_checkpoint(Checkpoint(path=path, filesystem=fs))
