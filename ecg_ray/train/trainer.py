@@ -68,8 +68,11 @@ def ensure_ray() -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
     else:
-        # A small object store: the stream moves ~12 KB crops, not whole datasets.
-        ray.init(object_store_memory=1_000_000_000, include_dashboard=False, configure_logging=False)
+        # A small object store: the stream moves ~12 KB crops, not whole datasets. address="local":
+        # without RAY_ADDRESS, never attach to whatever `ray start` cluster this machine last ran
+        # (Ray's default); jobs submitted with `ray job submit` get RAY_ADDRESS from Ray itself.
+        ray.init(address="local", object_store_memory=1_000_000_000, include_dashboard=False,
+                 configure_logging=False)
     from ray.data import DataContext
 
     DataContext.get_current().enable_progress_bars = False
