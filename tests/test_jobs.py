@@ -225,6 +225,8 @@ def test_pretrain_runs_as_ray_job(ray_cluster, ptbxl_store, tmp_path):
     assert logs.returncode == 0, _tail(logs)
     lines = [line for line in logs.stdout.splitlines() if line.startswith("{")]
     assert lines, f"no JSON summary in the job logs\n{_tail(logs)}"
+    # The job's driver trained on this cluster (RAY_ADDRESS set by Ray), not on a private local instance.
+    assert "Connecting to existing Ray cluster" in logs.stdout, _tail(logs)
     summary = json.loads(lines[-1])
     assert summary["method"] == "simclr" and summary["epochs"] == 1, summary
     run_dir, checkpoint = Path(summary["run_dir"]), Path(summary["checkpoint"])
