@@ -15,6 +15,7 @@ URIs become local paths), so a location saved in a config means the same thing o
 from __future__ import annotations
 
 import fnmatch
+import functools
 import io
 import os
 import uuid
@@ -77,10 +78,26 @@ def filesystem(location: str | os.PathLike):
     location = normalize(location)
     if not is_uri(location):
         return pafs.LocalFileSystem(), location
+    scheme, _, rest = location.partition("://")
+    bucket, _, key = rest.partition("/")
     try:
+        if scheme in _BUCKET_SCHEMES and "?" not in rest:
+            # One client per bucket: building one resolves the bucket's region (a request) each time.
+            return _bucket_filesystem(scheme, bucket), f"{bucket}/{key}".rstrip("/")
         return pafs.FileSystem.from_uri(location)
     except (OSError, ValueError, TypeError) as exc:
         raise StorageError(f"{location}: cannot open this location ({exc})") from None
+
+
+# Schemes whose pyarrow path is "bucket/key" (for others, e.g. hdfs://host:port/path, ask pyarrow).
+_BUCKET_SCHEMES = ("s3", "gs", "gcs")
+
+
+@functools.lru_cache(maxsize=32)
+def _bucket_filesystem(scheme: str, bucket: str):
+    import pyarrow.fs as pafs
+
+    return pafs.FileSystem.from_uri(f"{scheme}://{bucket}")[0]
 
 
 def _info(location: str):
