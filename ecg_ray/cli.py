@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="write a Markdown report with plots",
                        description="Collect results tables, evaluation summaries and pretraining histories "
                                    "under DIR into a Markdown report with PNG plots.")
-    p.add_argument("dir", type=Path)
+    p.add_argument("dir", help="local directory of runs and sweeps (sync a cloud one down first)")
     p.add_argument("--out", type=Path, default=None, help="report file (default DIR/report/report.md)")
     p.add_argument("--json", action="store_true", help="print a JSON summary on the last line")
 
@@ -394,8 +394,12 @@ def cmd_sweep(args) -> dict:
 
 def cmd_report(args) -> dict:
     from ecg_ray.report import write_report
+    from ecg_ray.storage import is_uri
 
-    path = write_report(args.dir, args.out)
+    if is_uri(args.dir):
+        raise EcgRayError(f"{args.dir}: report reads a local directory; copy it down first, e.g. "
+                          f"aws s3 sync {args.dir} ./{Path(args.dir.split('://', 1)[1]).name}")
+    path = write_report(Path(args.dir), args.out)
     print(f"report written to {path}")
     return {"report": str(path)}
 

@@ -195,3 +195,11 @@ def test_artefact_names_match_the_writers():
     assert report.HISTORY_FILE == checkpoint.HISTORY_FILE
     assert report.RUN_CONFIG == trainer.RUN_CONFIG
     assert report.RAY_SNAPSHOT == checkpoint.RAY_SNAPSHOT
+
+
+def test_report_on_a_cloud_uri_says_to_copy_it_down(capsys):
+    from ecg_ray.cli import main
+
+    assert main(["report", "s3://bucket/sweeps/lf"]) == 2
+    assert "report reads a local directory; copy it down first, e.g. aws s3 sync s3://bucket/sweeps/lf ./lf" \
+        in capsys.readouterr().err
