@@ -14,18 +14,14 @@ from pathlib import Path
 import pytest
 
 from ecg_ray import storage
-from ecg_ray.cli import main
 from ecg_ray.train.checkpoint import latest_checkpoint, load_encoder_payload, load_history, load_state
 from ecg_ray.train.trainer import RUN_CONFIG
+from tests.cli import run_json
 
 JOBS = Path(__file__).resolve().parents[2] / "jobs" / "smoke"
 
 
-def _run(capsys, *args) -> dict:
-    code = main([*map(str, args), "--json"])
-    captured = capsys.readouterr()
-    assert code == 0, captured.err[-3000:]
-    return json.loads(captured.out.strip().splitlines()[-1])
+_run = run_json
 
 
 @pytest.mark.slow

@@ -13,15 +13,12 @@ import torch
 from ecg_ray.cli import main
 from ecg_ray.data.store import EcgStore
 from ecg_ray.train.checkpoint import ENCODER_FORMAT
+from tests.cli import run_json
 
 JOBS = Path(__file__).resolve().parents[2] / "jobs" / "smoke"
 
 
-def _run(capsys, *args) -> dict:
-    code = main([*map(str, args), "--json"])
-    captured = capsys.readouterr()
-    assert code == 0, captured.err[-3000:]
-    return json.loads(captured.out.strip().splitlines()[-1])
+_run = run_json
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -10,15 +9,13 @@ import torch
 
 from ecg_ray.cli import main
 from ecg_ray.train.checkpoint import latest_checkpoint, load_history, load_state
+from tests.cli import run_json
 
 JOBS = Path(__file__).resolve().parents[2] / "jobs" / "smoke"
 
 
 def _pretrain(capsys, *args) -> dict:
-    code = main(["pretrain", *map(str, args), "--json"])
-    captured = capsys.readouterr()
-    assert code == 0, captured.err[-3000:]
-    return json.loads(captured.out.strip().splitlines()[-1])
+    return run_json(capsys, "pretrain", *args)
 
 
 @pytest.mark.slow
