@@ -138,13 +138,13 @@ def test_raw_chunk_fast_path_equals_zarr_path(ray_session, ptbxl_dir, tmp_path):
     including crops that straddle chunk boundaries (chunks of 777 samples)."""
     from ecg_ray.data.prepare import prepare_store
     from ecg_ray.data.sources.ptbxl import PtbxlSource
-    from ecg_ray.data.stream import _raw_chunk_layout
+    from ecg_ray.data.cutting import raw_chunk_layout
 
     crops = {}
     for codec in ("none", "lz4"):
         out = tmp_path / codec
         prepare_store([PtbxlSource(ptbxl_dir)], out, workers=2, progress=False, codec=codec, chunk_samples=777)
-        assert (_raw_chunk_layout(str(out)) is not None) == (codec == "none")
+        assert (raw_chunk_layout(str(out)) is not None) == (codec == "none")
         rows, _ = _collect(train_crops(out, seed=5, epoch=2, crops_per_record=3)[0])
         order = np.lexsort((rows["signal"][:, 0, 0], rows["record_index"]))
         crops[codec] = rows["signal"][order]

@@ -1,0 +1,175 @@
+"""Cutting crops and windows out of a store's ``signals`` array: numpy only, no Ray.
+
+Two readers feed the cutters:
+
+* **raw chunks** (local store, codec ``none``): every zarr chunk file is a plain little-endian
+  float32 (samples, 12) array, so a crop is one ``preadv`` of ``width * 48`` bytes at its
+  offset in the chunk file. The cost is per crop, not per chunk: a read task holding records
+  from all over a 1M-record store (a global shuffle) costs the same as one holding consecutive
+  records. File descriptors are cached per process (``_CHUNK_FILES``), so a chunk file is
+  opened once per process, not once per crop.
+* **zarr** (compressed or cloud stores): the records are read through zarr (whole chunks
+  decoded) and crops cut from the decoded span with one strided view. Reading records spread
+  over the store therefore decodes many chunks: use a block shuffle (``data.shuffle_block``)
+  there.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from ecg_ray import storage
+from ecg_ray.data.store import SIGNALS, open_signals
+
+LEADS = 12
+_ROW_BYTES = LEADS * 4
+# Read a span in one call when at least this share of it is wanted; otherwise read each run of
+# wanted records separately (a 5 % label fraction should not read 100 % of the data).
+_DENSE_READ_SHARE = 0.25
+
+
+def random_crop_starts(lengths: np.ndarray, crop: int, rng: np.random.Generator, per_record: int = 1) -> np.ndarray:
+    """Uniform crop starts in [0, length - crop] for each record (repeated ``per_record`` times)."""
+    span = np.repeat(lengths - crop + 1, per_record)
+    return np.floor(rng.random(span.shape[0]) * span).astype(np.int64)
+
+
+def window_starts(length: int, window: int, stride: int) -> np.ndarray:
+    """Starts of the sliding windows of one record (a 10 s record at 100 Hz: 7 windows)."""
+    if length < window:
+        return np.zeros(0, dtype=np.int64)
+    return np.arange(0, length - window + 1, stride, dtype=np.int64)
+
+
+def cut(signal: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:
+    """Crops of ``signal`` (time, leads) at ``starts`` as a (n, leads, width) float32 array."""
+    windows = sliding_window_view(signal, width, axis=0)  # (time - width + 1, leads, width), a view
+    return np.ascontiguousarray(windows[starts])
+
+
+# ----------------------------------------------------------------------------- raw chunk files
+
+def raw_chunk_layout(store_path: str) -> int | None:
+    """Chunk length if ``signals`` is stored as raw little-endian float32 chunks on a local disk.
+
+    Such chunks are plain arrays on disk (zarr v3 ``bytes`` codec, default chunk keys), so a crop
+    can be read from the chunk file directly instead of decoding whole records. Any other layout
+    returns None (read through zarr).
+    """
+    if storage.is_uri(store_path):
+        return None  # needs a local file; cloud stores are read through zarr/obstore
+    meta_file = Path(store_path) / SIGNALS / "zarr.json"
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (OSError, ValueError):
+        return None
+    codecs = meta.get("codecs", [])
+    raw = (len(codecs) == 1 and codecs[0].get("name") == "bytes"
+           and codecs[0].get("configuration", {}).get("endian", "little") == "little")
+    key = meta.get("chunk_key_encoding", {})
+    if not (raw and meta.get("data_type") == "float32" and key.get("name") == "default"
+            and key.get("configuration", {}).get("separator", "/") == "/"):
+        return None
+    return int(meta["chunk_grid"]["configuration"]["chunk_shape"][0])
+
+
+class _ChunkFiles:
+    """Per-process LRU cache of open chunk files (fd, or -1 for a chunk zarr never wrote)."""
+
+    def __init__(self, capacity: int = 256):
+        self.capacity = capacity
+        self.open: OrderedDict[tuple[str, str, int], int] = OrderedDict()
+
+    def get(self, store_path: str, version: str, k: int) -> int:
+        key = (store_path, version, k)
+        fd = self.open.get(key)
+        if fd is not None:
+            self.open.move_to_end(key)
+            return fd
+        try:
+            fd = os.open(os.path.join(store_path, SIGNALS, "c", str(k), "0"), os.O_RDONLY)
+        except FileNotFoundError:
+            fd = -1  # zarr does not write a chunk equal to the fill value (all zeros)
+        self.open[key] = fd
+        if len(self.open) > self.capacity:
+            _, old = self.open.popitem(last=False)
+            if old >= 0:
+                os.close(old)
+        return fd
+
+
+_CHUNK_FILES = _ChunkFiles()
+
+
+def cut_raw_chunks(store_path: str, chunk: int, starts: np.ndarray, width: int, version: str = "",
+                   out: np.ndarray | None = None) -> np.ndarray:
+    """Crops at global sample positions ``starts`` read with one ``preadv`` each from the chunk files.
+
+    Returns (n, 12, width) float32 (into ``out`` if given). A crop that straddles two chunks is
+    read in two parts.
+    """
+    n = len(starts)
+    staging = np.empty((n, width, LEADS), dtype=np.float32)  # file order: time-major
+    chunk_of = starts // chunk
+    local = starts - chunk_of * chunk
+    for i in np.argsort(chunk_of, kind="stable").tolist():  # group reads by file
+        k, at, done = int(chunk_of[i]), int(local[i]), 0
+        while done < width:
+            take = min(width - done, chunk - at)
+            fd = _CHUNK_FILES.get(store_path, version, k)
+            piece = staging[i, done:done + take]
+            if fd < 0:
+                piece[:] = 0.0
+            elif os.preadv(fd, [piece], at * _ROW_BYTES) != take * _ROW_BYTES:
+                raise OSError(f"{store_path}: chunk {k} is shorter than the store's index says; "
+                              f"run ecg-ray inspect --verify")
+            done, k, at = done + take, k + 1, 0
+    if out is None:
+        out = np.empty((n, LEADS, width), dtype=np.float32)
+    np.copyto(out, staging.transpose(0, 2, 1))
+    return out
+
+
+# ----------------------------------------------------------------------------- zarr reads
+
+def read_span(store_path: str, offsets: np.ndarray, lengths: np.ndarray,
+              store_version: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """Signals covering the given records (sorted by offset) and each record's start within them."""
+    array = _signals(store_path, store_version)
+    start, stop = int(offsets[0]), int(offsets[-1] + lengths[-1])
+    wanted = int(lengths.sum())
+    if wanted >= _DENSE_READ_SHARE * (stop - start):
+        return array[start:stop], offsets - start
+    # Sparse selection: read each run of consecutive records separately and pack them.
+    ends = offsets + lengths
+    breaks = np.flatnonzero(offsets[1:] != ends[:-1]) + 1
+    pieces, rel, pos = [], np.empty_like(offsets), 0
+    for run in np.split(np.arange(len(offsets)), breaks):
+        a, b = int(offsets[run[0]]), int(ends[run[-1]])
+        pieces.append(array[a:b])
+        rel[run] = offsets[run] - a + pos
+        pos += b - a
+    return np.concatenate(pieces), rel
+
+
+def cut_through_zarr(store_path: str, offsets: np.ndarray, lengths: np.ndarray, starts: np.ndarray,
+                     width: int, version: str = "") -> np.ndarray:
+    """Crops at ``starts`` (relative to each row's record) of rows whose records are at ``offsets``."""
+    unique, first, inverse = np.unique(offsets, return_index=True, return_inverse=True)
+    signal, rel = read_span(store_path, unique, lengths[first], version)
+    return cut(signal, rel[inverse.reshape(-1)] + starts, width)
+
+
+@functools.lru_cache(maxsize=8)
+def _signals(store_path: str, store_version: str):
+    # One open array per store and process: opening a cloud store costs a metadata round trip.
+    # The version (from the manifest) keeps a store re-prepared at the same path from being
+    # read through a stale array.
+    return open_signals(store_path)
