@@ -47,6 +47,13 @@ def _location(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _float_list(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
 def _str_list(text: str) -> list[str]:
     return [x for x in text.replace(" ", "").split(",") if x]
 
@@ -105,11 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print a store's summary: records, leads, rate, labels, folds, datasets, skipped "
                     "records and size. --verify re-computes every checksum.",
     )
-    p.add_argument("store", type=_location, help="store directory or URI")
+    p.add_argument("store", type=_location, nargs="+",
+                   help="store directory or URI; several stores: each, then the combined corpus")
     p.add_argument("--verify", action="store_true", help="re-check checksums and the record index")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object on the last line of stdout (records, leads, fs, label_names, "
-                        "per_fold, per_dataset, skipped, bytes, ...)")
+                        "per_fold, per_dataset, skipped, bytes, ...; for several stores: stores, records, "
+                        "hours, per_dataset, compatible)")
 
     p = sub.add_parser(
         "pretrain", help="self-supervised pretraining on Ray Train",
@@ -121,7 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--method", choices=("simclr", "byol", "swav", "cpc"), default=None,
                    help="method (default: the config's method.name)")
-    p.add_argument("--store", type=_location, default=None, help="prepared store, local or URI (data.store)")
+    p.add_argument("--store", type=_location, action="append", default=None,
+                   help="prepared store, local or URI (data.store); repeat it to mix several stores "
+                        "(data.stores), equal shares unless --store-weights")
+    p.add_argument("--store-weights", type=_float_list, default=None, metavar="W1,W2,...",
+                   help="mixing weight of each --store, in order: each epoch draws weight/sum(weights) of its "
+                        "records from that store (e.g. 4,1 -> 80/20)")
     p.add_argument("--config", type=Path, default=None, help="YAML config, e.g. jobs/pretrain/simclr.yaml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set optim.lr=1e-3 (repeatable)")
@@ -264,19 +278,36 @@ def cmd_prepare(args) -> dict:
 
 
 def cmd_inspect(args) -> dict:
+    from ecg_ray.data.corpus import combined_summary
     from ecg_ray.data.store import EcgStore
 
-    store = EcgStore(args.store)
-    summary = store.summary()
+    stores = [EcgStore(path) for path in args.store]
+    summaries = [_inspect_one(store, args.verify) for store in stores]
+    if len(stores) == 1:
+        return summaries[0]
+    corpus = combined_summary(stores)
+    corpus["stores"] = summaries
+    print(f"corpus of {len(stores)} stores")
+    print(f"  records     {corpus['records']} ({corpus['hours']} h), {corpus['bytes'] / 1e6:.1f} MB on disk")
+    print("  datasets    " + ", ".join(f"{k}: {v}" for k, v in corpus["per_dataset"].items()))
+    if not corpus["compatible"]:
+        print("  WARNING: the stores differ in sampling rate or leads; they cannot be pretrained on together")
     if args.verify:
+        corpus["verified"] = all(s["verified"] for s in summaries)
+    return corpus
+
+
+def _inspect_one(store, verify: bool) -> dict:
+    summary = store.summary()
+    if verify:
         problems = store.verify()
         summary["verified"] = not problems
         summary["problems"] = problems
-    _print_summary(summary, title=f"store {args.store}")
-    if args.verify and summary["problems"]:
+    _print_summary(summary, title=f"store {store.path}")
+    if verify and summary["problems"]:
         for problem in summary["problems"]:
             print(f"  VERIFY FAILED: {problem}")
-    elif args.verify:
+    elif verify:
         print("  verify: all checksums match")
     return summary
 
@@ -322,8 +353,16 @@ def pretrain_config(args):
 def _run_flags(args) -> list[str]:
     """--store/--workers/--gpus-per-worker/--epochs as overrides (they win over --set)."""
     flags = []
-    if args.store is not None:
-        flags.append(f"data.store={args.store}")
+    stores = [args.store] if isinstance(args.store, str) else list(args.store or [])
+    weights = getattr(args, "store_weights", None)
+    if weights is not None and len(weights) != len(stores):
+        raise EcgRayError(f"--store-weights gives {len(weights)} weight(s) for {len(stores)} --store(s)")
+    if len(stores) == 1 and weights is None:
+        flags.append(f"data.store={stores[0]}")
+    elif stores:
+        # JSON is YAML: the override parser reads this list of mappings as it is.
+        specs = [{"path": path, "weight": w} for path, w in zip(stores, weights or [1.0] * len(stores), strict=True)]
+        flags += ["data.store=null", f"data.stores={json.dumps(specs)}"]
     if args.workers is not None:
         workers, max_workers = args.workers if isinstance(args.workers, tuple) else (args.workers, None)
         flags.append(f"train.workers={workers}")
@@ -342,7 +381,10 @@ def cmd_pretrain(args) -> dict:
     if args.resume is not None:
         if args.config is not None or args.method is not None:
             raise EcgRayError("--resume uses the run's saved config; drop --config/--method (use --set to change keys)")
-        config = resume_config(args.resume, args.overrides + ([f"data.store={args.store}"]
+        if args.store and len(args.store) > 1:
+            raise EcgRayError("--resume takes at most one --store (a new location of the run's store); "
+                              "use --set data.stores=... to move a mixed corpus")
+        config = resume_config(args.resume, args.overrides + ([f"data.store={args.store[0]}"]
                                                              if args.store else []), args.epochs)
     else:
         config = pretrain_config(args)
@@ -350,6 +392,13 @@ def cmd_pretrain(args) -> dict:
     print(f"pretrained {summary['method']} ({summary['encoder']}) for {summary['epochs']} epoch(s): "
           f"loss {' -> '.join(f'{v:.4f}' for v in summary['loss'][:1] + summary['loss'][-1:])}, "
           f"{summary['samples_per_s'] or 0:.0f} samples/s")
+    if len(summary["records_per_store"]) > 1:
+        print("  per store   " + ", ".join(f"{k}: {v}" for k, v in summary["records_per_store"].items())
+              + " records per epoch")
+    short = summary["too_short"]
+    if short["count"]:
+        print(f"  too short   {short['count']} record(s) under data.crop ({short['min_seconds']} s) left out: "
+              f"{', '.join(short['first_ids'][:5])}{' ...' if short['count'] > 5 else ''}")
     print(f"  run dir     {summary['run_dir']}")
     print(f"  checkpoint  {summary['checkpoint']}")
     return summary

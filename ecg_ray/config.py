@@ -20,10 +20,26 @@ from ecg_ray.errors import ConfigError
 
 
 @dataclass
+class StoreSpec:
+    """One store of a mixed pretraining corpus (``data.stores``)."""
+
+    #: local path or URI of a prepared store
+    path: str = ""
+    #: share of each epoch = weight / sum of weights (above a store's size it is repeated, below subsampled)
+    weight: float = 1.0
+    #: training folds / datasets of this store (null = data.train_folds / data.datasets)
+    folds: list[int] | None = None
+    datasets: list[str] | None = None
+
+
+@dataclass
 class DataConfig:
     """Which records are streamed and how they are cut."""
 
     store: str | None = None
+    #: pretraining on several stores mixed by weight (instead of data.store); validation and the
+    #: online probe use the first store
+    stores: list[StoreSpec] | None = None
     #: folds used for training (None = every record), validation and test
     train_folds: list[int] | None = None
     val_folds: list[int] | None = None
@@ -39,6 +55,11 @@ class DataConfig:
     stride: int = 125
     crops_per_record: int = 1
     records_per_task: int = 4096
+    #: a seeded permutation of the whole selection every epoch (false: store order, for debugging)
+    shuffle: bool = True
+    #: records per run of the block shuffle; null = auto: 1 (a full shuffle) on local uncompressed
+    #: stores, about one chunk's worth (at most records_per_task // 64) on compressed or cloud stores
+    shuffle_block: int | None = None
     seed: int = 0
 
 

@@ -228,7 +228,9 @@ def downstream_worker(loop_config: dict[str, Any]) -> None:
         if head_only:
             model.encoder.eval()
         dataset, _ = train_crops(store, train_idx, crop=config.data.crop, seed=config.seed, epoch=epoch,
-                                 with_labels=True, label_set=label_set, shard_index=rank, num_shards=world)
+                                 with_labels=True, label_set=label_set, shard_index=rank, num_shards=world,
+                                 records_per_task=config.data.records_per_task, shuffle=config.data.shuffle,
+                                 shuffle_block=config.data.shuffle_block)
         start, done, total = time.perf_counter(), 0, 0.0
         for batch in dataset.iter_torch_batches(batch_size=per_worker, drop_last=True, device=device):
             loss = loss_fn(wrapped(batch["signal"]), batch["labels"])

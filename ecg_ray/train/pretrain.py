@@ -12,12 +12,14 @@ import contextlib
 import math
 import tempfile
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
 from ecg_ray.config import Config, from_dict, to_dict
+from ecg_ray.data.sampling import StorePart, split_too_short, too_short_summary
 from ecg_ray.data.store import EcgStore
 from ecg_ray.data.stream import select_records, train_crops
 from ecg_ray.errors import ConfigError
@@ -44,9 +46,72 @@ def steps_per_epoch(config: Config, n_records: int, world: int) -> int:
     return steps
 
 
+def store_locations(config: Config) -> list[str]:
+    """The run's stores: data.store, or every data.stores path (the first is the primary store)."""
+    if config.data.stores:
+        if config.data.store:
+            raise ConfigError("data.store and data.stores are exclusive: list every store under data.stores "
+                              "(or repeat --store)")
+        missing = [k for k, spec in enumerate(config.data.stores) if not spec.path]
+        if missing:
+            raise ConfigError(f"data.stores[{missing[0]}].path: no store location given")
+        return [spec.path for spec in config.data.stores]
+    if not config.data.store:
+        raise ConfigError("data.store: no store given (use --store STORE)")
+    return [config.data.store]
+
+
+def primary_store(config: Config) -> EcgStore:
+    """The store that validation folds and the online probe come from (the first one)."""
+    return EcgStore(store_locations(config)[0])
+
+
+@dataclass
+class TrainingSelection:
+    """The records pretraining streams each epoch, per store, and those too short for the crop."""
+
+    parts: list[StorePart]
+    too_short: list[str]
+
+    @property
+    def records(self) -> int:
+        return int(sum(len(p.indices) for p in self.parts))
+
+    def too_short_summary(self, config: Config) -> dict:
+        return too_short_summary(self.too_short, config.data.crop, self.parts[0].store.fs)
+
+
+def training_selection(config: Config, stores: list[EcgStore] | None = None) -> TrainingSelection:
+    """Training records of every store (folds, datasets), leaving out records shorter than the crop.
+
+    Done before steps are planned: a plan never counts a record the stream cannot cut.
+    """
+    from ecg_ray.data.corpus import check_compatible
+
+    locations = store_locations(config)
+    stores = stores if stores is not None else [EcgStore(p) for p in locations]
+    check_compatible(stores)
+    specs = config.data.stores or [None]
+    parts, too_short = [], []
+    for store, spec in zip(stores, specs, strict=True):
+        folds = spec.folds if spec is not None and spec.folds is not None else config.data.train_folds
+        datasets = spec.datasets if spec is not None and spec.datasets is not None else config.data.datasets
+        indices = select_records(store, folds=folds, datasets=datasets, label_fraction=1.0, seed=config.seed)
+        indices, short = split_too_short(store, indices, config.data.crop)
+        too_short += short
+        parts.append(StorePart(store, indices, weight=spec.weight if spec is not None else 1.0,
+                               name=str(store.path)))
+    if sum(len(p.indices) for p in parts) == 0:
+        raise ConfigError(f"no training records of at least data.crop={config.data.crop} samples in "
+                          f"{', '.join(locations)} for the configured folds/datasets")
+    return TrainingSelection(parts, too_short)
+
+
 def training_records(config: Config, store: EcgStore) -> np.ndarray:
-    return select_records(store, folds=config.data.train_folds, datasets=config.data.datasets,
-                          label_fraction=1.0, seed=config.seed)
+    """Training records of one store (folds, datasets, long enough for the crop)."""
+    indices = select_records(store, folds=config.data.train_folds, datasets=config.data.datasets,
+                             label_fraction=1.0, seed=config.seed)
+    return split_too_short(store, indices, config.data.crop)[0]
 
 
 def precision_context(precision: str, device: torch.device):
@@ -105,7 +170,7 @@ def worker_setup(loop_config: dict[str, Any]) -> tuple[Config, int, int, torch.d
         torch.set_num_threads(config.train.torch_threads)
     context = ray.train.get_context()
     return (config, context.get_world_rank(), context.get_world_size(), ray.train.torch.get_device(),
-            EcgStore(config.data.store))
+            primary_store(config))
 
 
 def build_optimization(config: Config, method: torch.nn.Module, steps: int):
@@ -135,9 +200,11 @@ def pretrain_worker(loop_config: dict[str, Any]) -> None:
     from ecg_ray.train.checkpoint import read_ray_checkpoint, save_checkpoint
 
     config, rank, world, device, store = worker_setup(loop_config)
-    train_idx = training_records(config, store)
+    selection = training_selection(config)
+    train_idx = selection.parts[0].indices  # the online probe fits on the primary store's training records
+    too_short = selection.too_short_summary(config)
     per_worker = worker_batch_size(config, world)
-    steps = steps_per_epoch(config, len(train_idx), world)
+    steps = steps_per_epoch(config, selection.records, world)
     total_steps = steps * config.train.epochs
 
     torch.manual_seed(config.seed)  # identical initial weights on every worker
@@ -165,7 +232,8 @@ def pretrain_worker(loop_config: dict[str, Any]) -> None:
         model = ray.train.torch.prepare_model(method, parallel_strategy_kwargs={"broadcast_buffers": False})
     generator = torch.Generator(device=device)
     method.set_generator(generator)
-    val_idx = (select_records(store, folds=config.data.val_folds, datasets=config.data.datasets)
+    val_idx = (split_too_short(store, select_records(store, folds=config.data.val_folds,
+                                                     datasets=config.data.datasets), config.data.crop)[0]
                if config.data.val_folds else np.zeros(0, dtype=np.int64))
     has_labels = len(store.label_names) > 0 and store.label_matrix(config.data.label_set).any()
     global_step = start_epoch * steps
@@ -174,9 +242,10 @@ def pretrain_worker(loop_config: dict[str, Any]) -> None:
         method.on_epoch_start(epoch)
         method.train()
         generator.manual_seed(_epoch_seed(config, epoch, rank))
-        dataset, _ = train_crops(store, train_idx, crop=config.data.crop, seed=config.seed, epoch=epoch,
-                                 crops_per_record=config.data.crops_per_record, shard_index=rank,
-                                 num_shards=world, records_per_task=config.data.records_per_task)
+        dataset, info = train_crops(selection.parts, crop=config.data.crop, seed=config.seed, epoch=epoch,
+                                    crops_per_record=config.data.crops_per_record, shard_index=rank,
+                                    num_shards=world, records_per_task=config.data.records_per_task,
+                                    shuffle=config.data.shuffle, shuffle_block=config.data.shuffle_block)
         start = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
         done = 0
@@ -200,7 +269,8 @@ def pretrain_worker(loop_config: dict[str, Any]) -> None:
                    "start_epoch": start_epoch, "world_size": world}
         metrics.update(_validation(config, method, model, store, val_idx, per_worker, world, rank, device,
                                    autocast, has_labels, train_idx, linear_probe_auc))
-        history.append(metrics)
+        # The history keeps what the epoch read; Ray gets only the scalar metrics.
+        history.append({**metrics, "records_per_store": info.per_store, "too_short": too_short})
         is_last = epoch == config.train.epochs - 1
         if (epoch + 1) % config.train.checkpoint_every == 0 or is_last:
             with tempfile.TemporaryDirectory() as tmp:
@@ -234,7 +304,7 @@ def _validation(config, method, model, store, val_idx, per_worker, world, rank, 
     if batch < 2:
         return {}
     dataset, _ = train_crops(store, val_idx, crop=config.data.crop, seed=config.seed + 1, epoch=0,
-                             shard_index=rank, num_shards=world)
+                             shard_index=rank, num_shards=world, shuffle_block=config.data.shuffle_block)
     n_batches = (len(val_idx) // world) // batch
     total, count = torch.zeros((), device=device), 0
     with torch.no_grad():

@@ -24,11 +24,14 @@ from ecg_ray.errors import ConfigError, EcgRayError
 RUN_CONFIG = "ecg_ray_config.yaml"
 
 
-def validate_pretraining(config: Config) -> EcgStore:
-    """Every check that can fail without Ray: store, method, encoder, batch split, precision."""
+def validate_pretraining(config: Config):
+    """Every check that can fail without Ray: stores, method, encoder, batch split, precision.
+
+    Returns the training selection (records per store, records too short for the crop).
+    """
     from ecg_ray.methods import METHODS
     from ecg_ray.models import ENCODERS
-    from ecg_ray.train.pretrain import steps_per_epoch, training_records
+    from ecg_ray.train.pretrain import steps_per_epoch, training_selection
 
     if config.method.name not in METHODS:
         raise ConfigError(f"method.name: unknown method {config.method.name!r}; choose one of {', '.join(METHODS)}")
@@ -51,12 +54,11 @@ def validate_pretraining(config: Config) -> EcgStore:
         raise ConfigError(f"train.precision: unknown value {config.train.precision!r} (auto, fp32, bf16, fp16)")
     if config.train.precision == "fp16" and config.train.gpus_per_worker <= 0:
         raise ConfigError("train.precision=fp16 needs GPUs (train.gpus_per_worker > 0)")
-    if not config.data.store:
-        raise ConfigError("data.store: no store given (use --store STORE)")
-    store = EcgStore(config.data.store)
-    n_train = len(training_records(config, store))
-    steps_per_epoch(config, n_train, config.train.workers)
-    return store
+    if config.data.shuffle_block is not None and config.data.shuffle_block < 1:
+        raise ConfigError(f"data.shuffle_block must be >= 1 (or null for auto), got {config.data.shuffle_block}")
+    selection = training_selection(config)
+    steps_per_epoch(config, selection.records, config.train.workers)
+    return selection
 
 
 def ensure_ray() -> None:
@@ -155,7 +157,7 @@ def run_pretraining(config: Config, output: str | Path | None,
                     resume: str | Path | None = None) -> dict[str, Any]:
     from ecg_ray.train.pretrain import pretrain_worker
 
-    validate_pretraining(config)
+    selection = validate_pretraining(config)
     if resume is not None:
         run_dir = storage.normalize(resume)
     else:
@@ -175,6 +177,9 @@ def run_pretraining(config: Config, output: str | Path | None,
         "val_macro_auc": last.get("val_macro_auc"),
         "val_loss": last.get("val_loss"),
         "workers": config.train.workers,
+        "records": selection.records,
+        "too_short": last.get("too_short", selection.too_short_summary(config)),
+        "records_per_store": last.get("records_per_store", {}),
         "wall_s": round(time.perf_counter() - start, 2),
         **summary,
     }

@@ -134,11 +134,11 @@ def test_dataset_filter(ptbxl_store):
 
 
 def test_raw_chunk_fast_path_equals_zarr_path(ray_session, ptbxl_dir, tmp_path):
-    """Uncompressed stores are cut from memory-mapped chunks; results equal the zarr read path,
+    """Uncompressed stores are cut from the raw chunk files; results equal the zarr read path,
     including crops that straddle chunk boundaries (chunks of 777 samples)."""
+    from ecg_ray.data.cutting import raw_chunk_layout
     from ecg_ray.data.prepare import prepare_store
     from ecg_ray.data.sources.ptbxl import PtbxlSource
-    from ecg_ray.data.cutting import raw_chunk_layout
 
     crops = {}
     for codec in ("none", "lz4"):
