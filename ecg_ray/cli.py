@@ -326,6 +326,11 @@ def _print_summary(summary: dict, title: str) -> None:
         print("  folds       " + ", ".join(f"{k}: {v}" for k, v in summary["per_fold"].items()))
     if summary.get("excluded"):
         print("  excluded    " + ", ".join(f"{k}: {v}" for k, v in summary["excluded"].items()))
+    warnings = summary.get("label_warnings") or {}
+    if warnings.get("total"):
+        texts = warnings["unmapped"]
+        print(f"  label text  {warnings['records']} record(s) carry diagnosis text kept as label names: "
+              + ", ".join(f"{k!r}: {v}" for k, v in list(texts.items())[:10]) + (" ..." if len(texts) > 10 else ""))
     skipped = summary["skipped"]
     print(f"  skipped     {len(skipped)}")
     for item in skipped[:20]:

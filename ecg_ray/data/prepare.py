@@ -3,10 +3,14 @@
 Records are read in parallel (reading and resampling dominate) but written in the sources'
 stable order, so the same inputs always give the same store. A bad record is skipped and
 listed with its file and reason (``on_error="skip"``) or stops the run (``"fail"``).
+A label text a reader could not map (``Record.unmapped_labels``) never drops a record: it is
+kept as a label name, logged as a warning (once per text) and counted in the manifest's
+``label_warnings``.
 """
 
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
 import os
 from collections.abc import Iterator
@@ -20,6 +24,8 @@ from ecg_ray import storage
 from ecg_ray.data.sources.base import Record, SkippedRecord, Source
 from ecg_ray.data.store import DEFAULT_CHUNK_SAMPLES, DEFAULT_CODEC, StoreWriter
 from ecg_ray.errors import EcgRayError, RecordError, SourceError
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -131,6 +137,7 @@ def prepare_store(
         else:
             results = map(_read_one, _jobs(sources))
         source_by_record = _source_iter(sources)
+        first_unmapped: dict[str, tuple[str, str, str]] = {}
         bar = tqdm(total=total, desc=f"prepare {storage.name(out)}", unit="rec", disable=not progress, mininterval=0.5,
                    dynamic_ncols=True)
         with bar:
@@ -147,7 +154,10 @@ def prepare_store(
                     writer.exclude(reason)
                     continue
                 writer.add(result, source.extra_label_columns(result))
+                for text in result.unmapped_labels:  # the first record with each text, logged below
+                    first_unmapped.setdefault(text, (result.id, result.file, source.kind))
                 bar.set_postfix(skipped=len(writer.skipped), excluded=sum(writer.excluded.values()), refresh=False)
+        _log_unmapped(first_unmapped, writer.label_warnings())
         label_names, label_sets = _labels_of(sources)
         manifest = writer.finalize(
             sources=[{**s.describe(), "records_listed": len(s.refs())} for s in source_of_kind.values()],
@@ -161,6 +171,18 @@ def prepare_store(
         if pool is not None:
             pool.terminate()
     return manifest
+
+
+def _log_unmapped(first: dict[str, tuple[str, str, str]], warnings: dict) -> None:
+    """Warn once per label text kept verbatim (after the progress bar), then a summary."""
+    if not warnings["records"]:
+        return
+    for text, (record_id, file, kind) in list(first.items())[:20]:
+        logger.warning("%s (%s): %s label %r is not a code or abbreviation the reader knows; kept verbatim "
+                       "as a label name (counted in the manifest's label_warnings)", record_id, file, kind, text)
+    texts = [f"{k!r} x{v}" for k, v in warnings["unmapped"].items()]
+    logger.warning("%d record(s) carry %d label text(s) kept verbatim as label names: %s%s",
+                   warnings["records"], len(texts), ", ".join(texts[:20]), " ..." if len(texts) > 20 else "")
 
 
 def _source_iter(sources: list[Source]) -> Iterator[Source]:

@@ -9,7 +9,8 @@ Layout of ``STORE/``::
                          fold, patient_id, age, sex, ... (offset/length index into ``signals``)
     labels.parquet       one uint8 column per label (the store's label names, then derived views)
     manifest.json        written last: schema version, rate, lead order, label names and views,
-                         sources, counts, skipped records with reasons, exclusions, checksums
+                         sources, counts, skipped records with reasons, exclusions, label
+                         warnings (texts kept verbatim as label names), checksums
 
 Concatenating records along time (channels last) makes a group of consecutive records one
 contiguous slice, so a stream reads a few large chunks and cuts crops with one strided view.
@@ -72,7 +73,7 @@ def make_compressors(codec: str):
 
 def label_sort_key(name: str):
     """Numeric codes (SNOMED-CT) in numeric order, other names alphabetically after them."""
-    return (0, int(name), "") if name.isdigit() else (1, 0, name)
+    return (0, int(name), "") if name.isascii() and name.isdigit() else (1, 0, name)
 
 
 @dataclass
@@ -90,6 +91,9 @@ class StoreWriter:
     _labels: list[dict[str, int]] = field(default_factory=list, init=False)
     skipped: list[SkippedRecord] = field(default_factory=list, init=False)
     excluded: Counter = field(default_factory=Counter, init=False)
+    #: records per label text a reader kept verbatim (``Record.unmapped_labels``)
+    unmapped_labels: Counter = field(default_factory=Counter, init=False)
+    unmapped_records: int = field(default=0, init=False)
 
     def __post_init__(self):
         self.remote = storage.is_uri(self.out)
@@ -134,6 +138,9 @@ class StoreWriter:
         labels = dict.fromkeys(record.labels, 1)
         labels.update(extra_labels or {})
         self._labels.append(labels)
+        if record.unmapped_labels:
+            self.unmapped_labels.update(dict.fromkeys(record.unmapped_labels, 1))
+            self.unmapped_records += 1
 
     def _append(self, signal: np.ndarray) -> None:
         # Fill a chunk-sized buffer and write whole chunks, so every write is chunk-aligned.
@@ -157,6 +164,15 @@ class StoreWriter:
 
     def exclude(self, reason: str) -> None:
         self.excluded[reason] += 1
+
+    def label_warnings(self) -> dict[str, Any]:
+        """The manifest's ``label_warnings``: label texts kept verbatim as label names.
+
+        ``unmapped`` maps each text to the number of stored records carrying it, ``records``
+        counts the records with at least one such text and ``total`` sums ``unmapped``.
+        """
+        return {"unmapped": {k: int(v) for k, v in sorted(self.unmapped_labels.items())},
+                "records": int(self.unmapped_records), "total": int(sum(self.unmapped_labels.values()))}
 
     def finalize(self, *, sources: list[dict], label_names: list[str] | None,
                  label_sets: dict[str, list[str]] | None = None, extra: dict | None = None) -> dict:
@@ -214,6 +230,7 @@ class StoreWriter:
                          if "fold" in records else {}),
             "skipped": [s.to_dict() for s in self.skipped],
             "excluded": dict(self.excluded),
+            "label_warnings": self.label_warnings(),
             **(extra or {}),
         }
         manifest["checksums"] = checksum_files(self.tmp)
@@ -375,6 +392,7 @@ class EcgStore:
             "per_dataset": m.get("per_dataset", {}),
             "skipped": m.get("skipped", []),
             "excluded": m.get("excluded", {}),
+            "label_warnings": m.get("label_warnings", {}),
             "bytes": directory_bytes(self.path),
             "samples": int(m["samples"]),
             "hours": round(int(m["samples"]) / float(m["fs"]) / 3600, 3),

@@ -24,6 +24,9 @@ class Record:
     ``signal`` is float32 millivolts with shape (time, 12) in canonical lead order at ``fs``.
     ``labels`` are label names (e.g. SCP statements or SNOMED codes) present in the record.
     ``metadata`` holds per-record columns (patient_id, age, sex, fold, ...) for the Parquet table.
+    ``unmapped_labels`` are label texts the reader could not map to its coding scheme and kept
+    verbatim as label names (e.g. a CinC diagnosis that is neither a SNOMED-CT code nor a known
+    abbreviation); the store counts them in its manifest (``label_warnings``).
     """
 
     id: str
@@ -34,6 +37,7 @@ class Record:
     fs_original: float
     labels: list[str] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
+    unmapped_labels: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,12 @@ One tree may mix all challenge sources (CPSC, CPSC-extra, INCART, PTB, PTB-XL, G
 Chapman-Shaoxing, Ningbo); the dataset of each record follows from its id prefix. Labels are
 the SNOMED-CT codes of the header line ``# Dx: code,code,...``; rates range 257-1000 Hz and
 lengths 6 s to 30 min, all kept whole and resampled to the store's rate.
+
+The first CinC 2020 release (the CPSC 2018 records A0001-A6877) wrote diagnoses as abbreviations
+(``# Dx: RBBB``, ``Normal``, ``I-AVB``, ...): these nine are mapped to the SNOMED-CT codes the
+challenge itself later gave them (:data:`CPSC2018_DX`). Any other non-numeric diagnosis text is
+kept verbatim as a label name and reported (``Record.unmapped_labels``, counted in the store
+manifest's ``label_warnings``), never a reason to drop the record.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from pathlib import Path
 from ecg_ray.data.signal import standardize
 from ecg_ray.data.sources.base import Record, Source, stable_fold
 from ecg_ray.data.sources.wfdb_io import read_wfdb
+from ecg_ray.data.store import label_sort_key
 from ecg_ray.errors import RecordError, SourceError
 
 # Id prefix -> dataset name, longest prefix first. PTB-XL records are "HR<ecg_id>".
@@ -21,6 +28,27 @@ _PREFIXES = (("HR", "ptbxl"), ("JS", None), ("A", "cpsc"), ("Q", "cpsc-extra"), 
              ("S", "ptb"), ("E", "georgia"))
 # Chapman-Shaoxing is JS00001-JS10646 in the 2021 release; the Ningbo records follow.
 _CHAPMAN_LAST = 10646
+
+# The diagnosis abbreviations of the first CinC 2020 release (CPSC 2018) -> SNOMED-CT codes, as in the
+# challenge's own mapping tables (github.com/physionetchallenges/evaluation-2020):
+#   dx_mapping_scored.csv   (commit 34746ef2c98a64f3554c69059f02f65fff379882)
+#   dx_mapping_unscored.csv (commit e99e63328773f2af3ca15a7e42620e2456f050ea)
+# Each code is the row whose "CPSC" column counts the CPSC 2018 records of that class (scored: IAVB 722,
+# AF 1221, LBBB 236, NSR 918, PAC 616, RBBB 1857; unscored: VEB 700, STD 869, STE 220). CPSC's "PVC" is
+# "ventricular ectopics" 164884008 there (CPSC 700), not the scored "premature ventricular
+# contractions" 427172004 (CPSC 0, CPSC-Extra only). Keys as normalized by _dx_key (upper case, no
+# whitespace).
+CPSC2018_DX = {
+    "AF": "164889003",      # atrial fibrillation (scored, AF)
+    "I-AVB": "270492004",   # 1st degree av block (scored, IAVB)
+    "LBBB": "164909002",    # left bundle branch block (scored, LBBB)
+    "NORMAL": "426783006",  # sinus rhythm (scored, NSR)
+    "PAC": "284470004",     # premature atrial contraction (scored, PAC)
+    "PVC": "164884008",     # ventricular ectopics (unscored, VEB)
+    "RBBB": "59118001",     # right bundle branch block (scored, RBBB)
+    "STD": "429622005",     # st depression (unscored, STD)
+    "STE": "164931005",     # st elevation (unscored, STE)
+}
 
 
 def dataset_of(record_id: str) -> str:
@@ -36,6 +64,32 @@ def dataset_of(record_id: str) -> str:
 def ptbxl_ecg_id(record_id: str) -> int | None:
     """PTB-XL's ecg_id for a CinC PTB-XL record (HR00001 -> 1), used for patient exclusion."""
     return int(record_id[2:]) if dataset_of(record_id) == "ptbxl" else None
+
+
+def _dx_key(text: str) -> str:
+    return re.sub(r"\s+", "", text).upper()
+
+
+def snomed_code(text: str) -> str | None:
+    """SNOMED-CT code of one diagnosis entry: a numeric code as given, a CPSC 2018 abbreviation
+    (case and whitespace ignored, "i-avb", " Normal ") mapped, anything else None."""
+    text = text.strip()
+    if text.isascii() and text.isdigit():
+        return text
+    return CPSC2018_DX.get(_dx_key(text))
+
+
+def parse_dx(value: str) -> tuple[list[str], list[str]]:
+    """Labels and unmapped texts of a ``# Dx:`` value (comma-separated codes and/or abbreviations).
+
+    Labels are the SNOMED-CT codes (numeric order) followed by any text that is neither a code
+    nor a known abbreviation, kept verbatim (stripped) as a label name; those texts are also
+    returned, in order of first appearance, so the caller can report them.
+    """
+    entries = [c.strip() for c in value.split(",") if c.strip()]
+    labels = [snomed_code(c) or c for c in entries]
+    unmapped = list(dict.fromkeys(c for c in entries if snomed_code(c) is None))
+    return sorted(set(labels), key=label_sort_key), unmapped
 
 
 def parse_comments(comments: list[str]) -> dict[str, str]:
@@ -77,12 +131,9 @@ class CincSource(Source):
         header_file = ref + ".hea"
         raw, fs, leads, comments = read_wfdb(ref, record_id)
         info = parse_comments(comments)
-        codes = [c.strip() for c in info.get("dx", "").split(",") if c.strip()]
-        if not codes:
+        labels, unmapped = parse_dx(info.get("dx", ""))
+        if not labels:
             raise RecordError(record_id, header_file, "empty label set (no '# Dx:' codes)")
-        bad = [c for c in codes if not c.isdigit()]
-        if bad:
-            raise RecordError(record_id, header_file, f"malformed SNOMED-CT code(s) {bad}")
         signal = standardize(raw, fs, leads, self.fs_out, record_id, header_file)
         dataset = dataset_of(record_id)
         age = info.get("age", "")
@@ -96,10 +147,10 @@ class CincSource(Source):
             "ptbxl_ecg_id": ecg_id if ecg_id is not None else -1,
         }
         return Record(id=record_id, dataset=dataset, file=header_file, signal=signal, fs=self.fs_out,
-                      fs_original=fs, labels=sorted(set(codes), key=int), metadata=metadata)
+                      fs_original=fs, labels=labels, metadata=metadata, unmapped_labels=unmapped)
 
     def label_names(self) -> None:
-        return None  # the sorted union of codes seen (numeric order)
+        return None  # the sorted union of labels seen: codes in numeric order, then any texts
 
     def describe(self) -> dict:
         return {"kind": self.kind, "path": [str(r) for r in self.roots]}
