@@ -3,9 +3,11 @@
 Run:  .venv/bin/python bench/data_pipeline.py [--records 20000] [--codecs none,lz4,zstd]
 
 Both sides deliver the same thing (one random 2.5 s crop per record per epoch, (B, 12, 250)
-float32 torch batches) from the PTB-XL sample tiled to ``--records`` records, with the same
-batch size and CPU count. The baseline is the reference code's approach: every record in one
-numpy memmap and a torch DataLoader cutting one crop per ``__getitem__``.
+float32 torch batches, records in a globally shuffled order) from the PTB-XL sample tiled to
+``--records`` records, with the same batch size and CPU count. The baseline is the reference
+code's approach: every record in one numpy memmap and a torch DataLoader (shuffled sampler:
+a global shuffle) cutting one crop per ``__getitem__``. Ours runs with its default global
+shuffle (``data.shuffle``; auto ``shuffle_block``: 1 on the raw store, a block shuffle on lz4/zstd).
 
 Prints ``RESULT data_pipeline_ours samples_per_s=..``, ``RESULT data_pipeline_baseline
 samples_per_s=..`` and last ``RESULT data_pipeline ratio=..`` (ours / baseline, default codec).

@@ -28,10 +28,12 @@ from pathlib import Path
 import numpy as np
 
 from ecg_ray.data.cutting import (
+    MAPPED_CHUNKS,
     cut,
     cut_raw_chunks,
     cut_through_zarr,
     random_crop_starts,
+    raw_chunk_count,
     raw_chunk_layout,
     read_span,
     window_starts,
@@ -82,6 +84,8 @@ class _ReadSpec:
     shard_index: int = 0
     per_record: int = 1
     shuffle: bool = True
+    #: per store: read raw chunks through per-process memory maps (small stores) instead of preadv
+    mapped: tuple[bool, ...] = ()
 
 
 def _read_crops(spec: _ReadSpec, task: int, part_ids, indices, offsets, lengths, labels):
@@ -100,7 +104,8 @@ def _read_crops(spec: _ReadSpec, task: int, part_ids, indices, offsets, lengths,
         recs = rows[sel]
         if spec.chunks[p] is not None:
             crops = cut_raw_chunks(spec.stores[p], spec.chunks[p], offsets[recs] + starts[sel], spec.width,
-                                   spec.versions[p], out=signal if len(spec.stores) == 1 else None)
+                                   spec.versions[p], out=signal if len(spec.stores) == 1 else None,
+                                   mapped=bool(spec.mapped and spec.mapped[p]))
         else:
             crops = cut_through_zarr(spec.stores[p], offsets[recs], lengths[recs], starts[sel], spec.width,
                                      spec.versions[p])
@@ -273,8 +278,11 @@ def train_crops(store: EcgStore | str | Path | list[StorePart], indices: np.ndar
         offsets[mine] = part.store.records["offset"].to_numpy()[plan.indices[mine]]
         lengths[mine] = part.store.records["length"].to_numpy()[plan.indices[mine]]
     labels = parts[0].store.label_matrix(label_set)[plan.indices] if with_labels else None
+    chunks = tuple(raw_chunk_layout(str(p.store.path)) for p in parts)
+    mapped = tuple(c is not None and raw_chunk_count(str(p.store.path)) <= MAPPED_CHUNKS
+                   for c, p in zip(chunks, parts, strict=True))
     spec = _ReadSpec(stores=tuple(str(p.store.path) for p in parts), versions=tuple(p.store.version for p in parts),
-                     chunks=tuple(raw_chunk_layout(str(p.store.path)) for p in parts), mode="crops", width=crop,
+                     chunks=chunks, mapped=mapped, mode="crops", width=crop,
                      seed=seed, epoch=epoch, shard_index=shard_index, per_record=crops_per_record, shuffle=shuffle)
     source = _datasource(spec, plan.part_ids, plan.indices, offsets, lengths, labels, records_per_task)
     info = StreamInfo(records=len(plan.indices), rows=source.rows_for(lengths), too_short=too_short,
