@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ecg_ray.config import Config, to_dict
+from ecg_ray.data.sampling import split_too_short, stratified_subset
 from ecg_ray.data.store import EcgStore
 from ecg_ray.data.stream import cut, select_records, train_crops, window_starts
 from ecg_ray.errors import ConfigError
@@ -288,9 +289,9 @@ def splits(config: Config, store: EcgStore) -> tuple[np.ndarray, np.ndarray, np.
     train = select_records(store, folds=data.train_folds, datasets=data.datasets, label_set=data.label_set,
                            seed=data.seed)
     train = labelled(store, train, data.label_set)
+    # Records shorter than the training crop cannot be cut: leave them out before steps are planned.
+    train = split_too_short(store, train, data.crop)[0]
     if data.label_fraction < 1.0:
-        from ecg_ray.data.stream import stratified_subset
-
         keep = stratified_subset(store.label_matrix(data.label_set)[train], data.label_fraction, data.seed)
         train = np.sort(train[keep])
     val = labelled(store, select_records(store, folds=data.val_folds, datasets=data.datasets), data.label_set)
