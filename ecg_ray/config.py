@@ -54,11 +54,12 @@ class DataConfig:
     window: int = 250
     stride: int = 125
     crops_per_record: int = 1
-    records_per_task: int = 4096
+    #: records per Ray Data read task (one block); null = auto: blocks of ~96 MiB, at most 8192 records
+    records_per_task: int | None = None
     #: a seeded permutation of the whole selection every epoch (false: store order, for debugging)
     shuffle: bool = True
     #: records per run of the block shuffle; null = auto: 1 (a full shuffle) on local uncompressed
-    #: stores, about one chunk's worth (at most records_per_task // 64) on compressed or cloud stores
+    #: stores, about one chunk's worth (at most records_per_task // 256) on compressed or cloud stores
     shuffle_block: int | None = None
     seed: int = 0
 

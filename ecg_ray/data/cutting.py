@@ -7,8 +7,8 @@ Two readers feed the cutters:
   file. A store of at most ``MAPPED_CHUNKS`` chunks (~1024, i.e. up to ~130k records of 10 s at
   100 Hz) keeps every chunk file memory-mapped once per process and cuts each task's crops with
   one gather per chunk (~3.6 us per crop on 2 cores, bench/stream_breakdown.py). A larger store
-  would re-map chunk files in almost every task under a global shuffle (a task of 4096 random
-  records touches ~3,000 of a 1M-record store's 7,600 chunks), so there each crop is one
+  would re-map chunk files in almost every task under a global shuffle (a task of 8192 random
+  records touches ~5,000 of a 1M-record store's 7,600 chunks), so there each crop is one
   ``preadv`` through a per-process cache of open files (~6 us per crop, whatever the store size).
 * **zarr** (compressed or cloud stores): the records are read through zarr (whole chunks
   decoded) and crops cut from the decoded span with one strided view. Reading records spread

@@ -43,7 +43,7 @@ from zarr import codecs
 import ecg_ray
 from ecg_ray import storage
 from ecg_ray.data.signal import CANONICAL_LEADS
-from ecg_ray.data.sources.base import Record, SkippedRecord
+from ecg_ray.data.sources.base import Record, SkippedRecord, label_sort_key
 from ecg_ray.errors import StoreError
 
 SCHEMA_VERSION = 1
@@ -69,11 +69,6 @@ def make_compressors(codec: str):
     if codec == "zstd":
         return [codecs.ZstdCodec(level=3)]
     raise StoreError(f"unknown codec {codec!r}; choose one of {', '.join(CODECS)}")
-
-
-def label_sort_key(name: str):
-    """Numeric codes (SNOMED-CT) in numeric order, other names alphabetically after them."""
-    return (0, int(name), "") if name.isascii() and name.isdigit() else (1, 0, name)
 
 
 @dataclass

@@ -51,7 +51,12 @@ from ecg_ray.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_RECORDS_PER_TASK = 4096
+#: records per read task when not set: as many as fit a block of TARGET_BLOCK_BYTES, at most
+#: MAX_RECORDS_PER_TASK (Ray Data costs ~12 ms of the consumer's CPU per block whatever its size, so
+#: blocks should be large; bench/stream_breakdown.py and bench/RESULTS.md)
+TARGET_BLOCK_BYTES = 96 * 2**20
+MAX_RECORDS_PER_TASK = 8192
+DEFAULT_RECORDS_PER_TASK = MAX_RECORDS_PER_TASK
 _CROP_SEED = 3  # domain separation from the draw/order generators of ecg_ray.data.sampling
 
 
@@ -195,15 +200,21 @@ def _open(store: EcgStore | str | Path) -> EcgStore:
     return store if isinstance(store, EcgStore) else EcgStore(store)
 
 
+def auto_records_per_task(width: int, rows_per_record: float = 1.0) -> int:
+    """Records per read task so that a block holds about TARGET_BLOCK_BYTES (8192 crops of 2.5 s at 100 Hz)."""
+    per_record = 12 * 4 * width * max(1.0, rows_per_record)
+    return int(min(MAX_RECORDS_PER_TASK, max(64, TARGET_BLOCK_BYTES // per_record)))
+
+
 def auto_shuffle_block(store: EcgStore, indices: np.ndarray | None = None,
                        records_per_task: int = DEFAULT_RECORDS_PER_TASK) -> int:
     """Records per shuffle run: 1 where a crop is read on its own (local raw chunks), else ~one chunk.
 
     Compressed or cloud stores decode whole chunks, so runs of about one chunk's worth of records
-    keep each read task decoding a few chunks instead of one per record. Runs are capped at
-    ``records_per_task // 64`` so every read task (and so every batch) still mixes >= 64 runs
-    drawn from the whole store: a batch's share of any source then deviates from the corpus share
-    p by about sqrt(p (1 - p) * block / records_per_task) (+-0.06 for p = 0.5 and the cap).
+    keep each read task decoding few chunks instead of one per record. Runs are capped at
+    ``records_per_task // 256`` so every read task (and so every batch) still mixes >= 256 runs
+    drawn from the whole store: a batch of B rows then has a source share within about
+    sqrt(p (1 - p) (1 / runs + 1 / B)) of the corpus share p (+-0.044 for p = 0.5, B = 256).
     """
     if raw_chunk_layout(str(store.path)) is not None:
         return 1
@@ -217,7 +228,7 @@ def auto_shuffle_block(store: EcgStore, indices: np.ndarray | None = None,
     except Exception:  # noqa: BLE001 - the default is a fine estimate when the metadata cannot be read
         pass
     per_chunk = int(chunk // max(1.0, float(np.median(lengths))))
-    return max(1, min(per_chunk, records_per_task // 64))
+    return max(1, min(per_chunk, records_per_task // 256))
 
 
 def _dataset(source, tasks: int):
@@ -232,16 +243,19 @@ def _dataset(source, tasks: int):
 def train_crops(store: EcgStore | str | Path | list[StorePart], indices: np.ndarray | None = None, *,
                 crop: int = 250, seed: int = 0, epoch: int = 0, crops_per_record: int = 1,
                 with_labels: bool = False, label_set: str = "all", shard_index: int = 0, num_shards: int = 1,
-                records_per_task: int = DEFAULT_RECORDS_PER_TASK, shuffle: bool = True,
+                records_per_task: int | None = None, shuffle: bool = True,
                 shuffle_block: int | None = None):
     """Dataset of random crops ``signal`` (12, crop) float32 + ``record_index``, ``store_index`` (+ ``labels``).
 
     ``store`` is one store (with ``indices`` from :func:`select_records`, default every record) or
     a list of :class:`StorePart` (several stores mixed by weight). ``shuffle_block`` None picks
-    :func:`auto_shuffle_block` per store; 1 is a full shuffle. Returns ``(ray.data.Dataset, StreamInfo)``.
+    :func:`auto_shuffle_block` per store; 1 is a full shuffle. ``records_per_task`` None picks
+    :func:`auto_records_per_task`. Returns ``(ray.data.Dataset, StreamInfo)``.
     """
     if crop <= 0:
         raise ConfigError(f"data.crop must be positive, got {crop}")
+    if records_per_task is None:
+        records_per_task = auto_records_per_task(crop, crops_per_record)
     if records_per_task < 1:
         raise ConfigError(f"data.records_per_task must be >= 1, got {records_per_task}")
     if isinstance(store, list | tuple):
@@ -292,7 +306,7 @@ def train_crops(store: EcgStore | str | Path | list[StorePart], indices: np.ndar
 
 def eval_windows(store: EcgStore | str | Path, indices: np.ndarray | None = None, *, window: int = 250,
                  stride: int = 125, with_labels: bool = True, label_set: str = "all", shard_index: int = 0,
-                 num_shards: int = 1, records_per_task: int = DEFAULT_RECORDS_PER_TASK):
+                 num_shards: int = 1, records_per_task: int | None = None):
     """Dataset of sliding windows with ``record_index`` and ``window_index`` for per-record averaging."""
     store = _open(store)
     indices = np.arange(len(store)) if indices is None else np.sort(np.asarray(indices))
@@ -310,6 +324,8 @@ def eval_windows(store: EcgStore | str | Path, indices: np.ndarray | None = None
     offsets = store.records["offset"].to_numpy()[indices]
     lengths = store.records["length"].to_numpy()[indices]
     labels = store.label_matrix(label_set)[indices] if with_labels else None
+    if records_per_task is None:
+        records_per_task = auto_records_per_task(window, float(np.median((lengths - window) // stride + 1)))
     spec = _ReadSpec(stores=(str(store.path),), versions=(store.version,), chunks=(None,), mode="windows",
                      width=window, stride=stride)
     source = _datasource(spec, np.zeros(len(indices), np.int32), indices, offsets, lengths, labels,

@@ -23,11 +23,12 @@ def grouped(tmp_path_factory):
     return {codec: grouped_store(root / codec, {"A": 6000, "B": 6000}, codec=codec) for codec in ("none", "zstd")}
 
 
-def _epoch_batches(store, rank, epoch, **kwargs):
-    """Batches of one worker's epoch, exactly as the README streams them."""
+def _epoch_batches(store, rank, epoch, records_per_task=2048, **kwargs):
+    """Batches of one worker's epoch, exactly as the README streams them (3 read tasks per worker:
+    the automatic task size, 8192 records, would give each worker's 6,000 records one task)."""
     train = select_records(store)
     ds, info = train_crops(store, train, crop=CROP, seed=0, epoch=epoch, with_labels=True,
-                           shard_index=rank, num_shards=2, **kwargs)
+                           shard_index=rank, num_shards=2, records_per_task=records_per_task, **kwargs)
     batches = [{k: v.numpy() for k, v in b.items()} for b in ds.iter_torch_batches(batch_size=256)]
     return batches, info
 
@@ -66,7 +67,7 @@ def test_block_shuffle_of_a_compressed_store_mixes_too(ray_session, grouped):
     """zstd chunks are decoded whole: the default there is a block shuffle, which must mix as well."""
     store = EcgStore(grouped["zstd"])
     batches, info = _epoch_batches(store, 0, 0)
-    assert info.shuffle_block == [64]  # 4096 records per task // 64 (a chunk holds 2184 such records)
+    assert info.shuffle_block == [8]  # 2048 records per task // 256 (a chunk holds 2184 such records)
     _check_mixing(store)
 
 

@@ -97,6 +97,11 @@ class Source(ABC):
         return {"kind": self.kind}
 
 
+def label_sort_key(name: str):
+    """Numeric codes (SNOMED-CT) in numeric order, other names alphabetically after them."""
+    return (0, int(name), "") if name.isascii() and name.isdigit() else (1, 0, name)
+
+
 def stable_fold(key: str, n_folds: int = 10) -> int:
     """Deterministic fold 1..n_folds from a record or patient key (same on every machine).
 

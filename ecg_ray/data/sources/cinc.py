@@ -18,9 +18,8 @@ import re
 from pathlib import Path
 
 from ecg_ray.data.signal import standardize
-from ecg_ray.data.sources.base import Record, Source, stable_fold
+from ecg_ray.data.sources.base import Record, Source, label_sort_key, stable_fold
 from ecg_ray.data.sources.wfdb_io import read_wfdb
-from ecg_ray.data.store import label_sort_key
 from ecg_ray.errors import RecordError, SourceError
 
 # Id prefix -> dataset name, longest prefix first. PTB-XL records are "HR<ecg_id>".
