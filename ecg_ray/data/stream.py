@@ -139,6 +139,24 @@ def _read_windows(spec: _ReadSpec, task: int, part_ids, indices, offsets, length
     return BlockAccessor.batch_to_block(batch)
 
 
+def task_bounds(n: int, records_per_task: int, short_first: bool = False) -> np.ndarray:
+    """Record positions where read tasks start (+ n): equal tasks, the first one short if asked.
+
+    The first block is what the consumer waits for at the start of every epoch (Ray Data starts a
+    new stream per epoch); with ``short_first`` it holds an eighth of a full task (at least 256
+    records), so the first batch arrives sooner while the full-size tasks behind it keep the
+    per-block cost low. Only for a full shuffle: under a block shuffle a short task would mix
+    fewer runs.
+    """
+    first = min(n, records_per_task, max(256, records_per_task // 8)) if short_first else 0
+    rest = n - first
+    if rest <= 0:
+        return np.array([0, n])
+    tasks = max(1, math.ceil(rest / records_per_task))
+    bounds = first + np.linspace(0, rest, tasks + 1).astype(int)
+    return np.concatenate([[0], bounds]) if first else bounds
+
+
 def _make_datasource_class():
     from ray.data.block import BlockMetadata
     from ray.data.datasource import Datasource, ReadTask
@@ -147,8 +165,10 @@ def _make_datasource_class():
         """Read tasks over consecutive runs of a plan (store id, record index per position)."""
 
         def __init__(self, spec: _ReadSpec, part_ids: np.ndarray, indices: np.ndarray, offsets: np.ndarray,
-                     lengths: np.ndarray, labels: np.ndarray | None, records_per_task: int):
+                     lengths: np.ndarray, labels: np.ndarray | None, records_per_task: int,
+                     short_first: bool = False):
             super().__init__()
+            self.short_first = short_first
             self.spec = spec
             self.part_ids, self.indices, self.offsets, self.lengths = part_ids, indices, offsets, lengths
             self.labels, self.records_per_task = labels, records_per_task
@@ -161,12 +181,14 @@ def _make_datasource_class():
         def estimate_inmemory_data_size(self) -> int:
             return self.rows_for(self.lengths) * 12 * self.spec.width * 4
 
+        def bounds(self) -> np.ndarray:
+            return task_bounds(len(self.indices), self.records_per_task, self.short_first)
+
         def num_tasks(self) -> int:
-            return max(1, math.ceil(len(self.indices) / self.records_per_task))
+            return len(self.bounds()) - 1
 
         def get_read_tasks(self, parallelism, per_task_row_limit=None, data_context=None):
-            n = len(self.indices)
-            bounds = np.linspace(0, n, self.num_tasks() + 1).astype(int)
+            bounds = self.bounds()
             read = _read_crops if self.spec.mode == "crops" else _read_windows
             tasks = []
             for task, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
@@ -298,7 +320,8 @@ def train_crops(store: EcgStore | str | Path | list[StorePart], indices: np.ndar
     spec = _ReadSpec(stores=tuple(str(p.store.path) for p in parts), versions=tuple(p.store.version for p in parts),
                      chunks=chunks, mapped=mapped, mode="crops", width=crop,
                      seed=seed, epoch=epoch, shard_index=shard_index, per_record=crops_per_record, shuffle=shuffle)
-    source = _datasource(spec, plan.part_ids, plan.indices, offsets, lengths, labels, records_per_task)
+    source = _datasource(spec, plan.part_ids, plan.indices, offsets, lengths, labels, records_per_task,
+                         short_first=shuffle and max(blocks) == 1)
     info = StreamInfo(records=len(plan.indices), rows=source.rows_for(lengths), too_short=too_short,
                       read_tasks=source.num_tasks(), per_store=plan.per_store, shuffle_block=blocks)
     return _dataset(source, source.num_tasks()), info

@@ -110,3 +110,13 @@ def test_block_shuffle_keeps_runs_whole_and_permutes_them():
     assert (np.diff(runs, axis=1) == 1).all()
     assert not np.array_equal(runs[:, 0], np.sort(runs[:, 0])), "runs must be permuted"
     assert (part_ids[order >= 1000] == 1).all()
+
+
+def test_task_bounds_cover_every_record_once_with_a_short_first_task():
+    from ecg_ray.data.stream import task_bounds
+
+    bounds = task_bounds(20000, 8192, short_first=True)
+    assert bounds[0] == 0 and bounds[-1] == 20000 and bounds[1] == 1024
+    assert np.diff(bounds).max() <= 8192 and (np.diff(bounds) > 0).all()
+    assert task_bounds(20000, 8192).tolist() == [0, 6666, 13333, 20000]  # block shuffle: equal tasks
+    assert task_bounds(100, 8192, short_first=True).tolist() == [0, 100]
