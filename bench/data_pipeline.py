@@ -10,7 +10,8 @@ a global shuffle) cutting one crop per ``__getitem__``. Ours runs with its defau
 shuffle (``data.shuffle``; auto ``shuffle_block``: 1 on the raw store, a block shuffle on lz4/zstd).
 
 Prints ``RESULT data_pipeline_ours samples_per_s=..``, ``RESULT data_pipeline_baseline
-samples_per_s=..`` and last ``RESULT data_pipeline ratio=..`` (ours / baseline, default codec).
+samples_per_s=..`` and last ``RESULT data_pipeline ratio=..`` (median ours / median baseline over
+``--rounds`` interleaved rounds, default codec).
 """
 
 from __future__ import annotations
@@ -151,6 +152,7 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--crop", type=int, default=250)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved baseline/ours rounds (medians)")
     parser.add_argument("--codecs", default="none,lz4,zstd", help="store codecs to compare")
     parser.add_argument("--no-trainer", action="store_true", help="skip the TorchTrainer measurement")
     args = parser.parse_args()
@@ -190,13 +192,20 @@ def main() -> int:
         DataContext.get_current().enable_progress_bars = False
         DataContext.get_current().print_on_execution_start = False
 
-        baseline = bench_baseline(stores[DEFAULT_CODEC], args.batch, cpus, args.crop, args.epochs)
-        print(f"baseline memmap + DataLoader ({cpus} workers): {baseline:,.0f} crops/s")
-        results = {}
+        # Rounds interleave the baseline and ours (the machine is shared); medians are compared.
+        baselines, results = [], {codec: [] for codec in codecs}
+        for round_no in range(args.rounds):
+            baselines.append(bench_baseline(stores[DEFAULT_CODEC], args.batch, cpus, args.crop, args.epochs))
+            print(f"round {round_no + 1}: baseline memmap + DataLoader ({cpus} workers, shuffled sampler): "
+                  f"{baselines[-1]:,.0f} crops/s")
+            for codec in (codecs if round_no == 0 else [DEFAULT_CODEC]):  # compressed: one round is plenty
+                results[codec].append(bench_ours_driver(stores[codec], args.batch, args.crop, args.epochs))
+                print(f"round {round_no + 1}: ours, driver, global shuffle, codec={codec}: "
+                      f"{results[codec][-1]:,.0f} crops/s (ratio {results[codec][-1] / baselines[-1]:.2f})")
+        baseline = float(np.median(baselines))
+        results = {codec: float(np.median(rates)) for codec, rates in results.items()}
         for codec in codecs:
-            results[codec] = bench_ours_driver(stores[codec], args.batch, args.crop, args.epochs)
-            print(f"ours, driver, codec={codec}: {results[codec]:,.0f} crops/s "
-                  f"(ratio {results[codec] / baseline:.2f})")
+            print(f"median ours, codec={codec}: {results[codec]:,.0f} crops/s (ratio {results[codec] / baseline:.2f})")
         if not args.no_trainer:
             inside = bench_ours_trainer(stores[DEFAULT_CODEC], args.batch, args.crop, args.epochs)
             print(f"ours, inside a 1-worker TorchTrainer, codec={DEFAULT_CODEC}: {inside:,.0f} crops/s "
