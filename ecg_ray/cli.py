@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue RUN_DIR from its last checkpoint with its saved config")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object on the last line (method, epochs, loss, samples_per_s, run_dir, "
-                        "checkpoint, ...)")
+                        "checkpoint, records, too_short, records_per_store, ...)")
 
     p = sub.add_parser(
         "evaluate", help="linear / fine-tune / supervised evaluation",
@@ -285,8 +285,7 @@ def cmd_inspect(args) -> dict:
     summaries = [_inspect_one(store, args.verify) for store in stores]
     if len(stores) == 1:
         return summaries[0]
-    corpus = combined_summary(stores)
-    corpus["stores"] = summaries
+    corpus = combined_summary(summaries)
     print(f"corpus of {len(stores)} stores")
     print(f"  records     {corpus['records']} ({corpus['hours']} h), {corpus['bytes'] / 1e6:.1f} MB on disk")
     print("  datasets    " + ", ".join(f"{k}: {v}" for k, v in corpus["per_dataset"].items()))
@@ -363,7 +362,7 @@ def _run_flags(args) -> list[str]:
     if weights is not None and len(weights) != len(stores):
         raise EcgRayError(f"--store-weights gives {len(weights)} weight(s) for {len(stores)} --store(s)")
     if len(stores) == 1 and weights is None:
-        flags.append(f"data.store={stores[0]}")
+        flags += [f"data.store={stores[0]}", "data.stores=null"]  # the flag wins over a config's data.stores
     elif stores:
         # JSON is YAML: the override parser reads this list of mappings as it is.
         specs = [{"path": path, "weight": w} for path, w in zip(stores, weights or [1.0] * len(stores), strict=True)]
@@ -386,10 +385,10 @@ def cmd_pretrain(args) -> dict:
     if args.resume is not None:
         if args.config is not None or args.method is not None:
             raise EcgRayError("--resume uses the run's saved config; drop --config/--method (use --set to change keys)")
-        if args.store and len(args.store) > 1:
-            raise EcgRayError("--resume takes at most one --store (a new location of the run's store); "
-                              "use --set data.stores=... to move a mixed corpus")
-        config = resume_config(args.resume, args.overrides + ([f"data.store={args.store[0]}"]
+        if (args.store and len(args.store) > 1) or args.store_weights is not None:
+            raise EcgRayError("--resume takes at most one --store (a new location of the run's store) and no "
+                              "--store-weights; use --set data.stores=... to change a mixed corpus")
+        config = resume_config(args.resume, args.overrides + ([f"data.store={args.store[0]}", "data.stores=null"]
                                                              if args.store else []), args.epochs)
     else:
         config = pretrain_config(args)

@@ -62,7 +62,7 @@ NO_PRETRAINING = "none (supervised / random init)"
 UNFINISHED_STATUS = {"ERROR", "PENDING", "RUNNING", "PAUSED"}
 # Dotted config keys that can differ between repeats of one setting without being hyperparameters to
 # select over: paths (each seed may pretrain its own encoder file); keys ending in "seed" are repeats too.
-NOT_HYPERPARAMETERS = {"data.store", "eval.pretrained", "eval.encoder", "eval.variant"}
+NOT_HYPERPARAMETERS = {"data.store", "data.stores", "eval.pretrained", "eval.encoder", "eval.variant"}
 MAX_TRIAL_ROWS = 200
 
 

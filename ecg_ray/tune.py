@@ -80,6 +80,7 @@ def load_sweep(path: Path, overrides: list[str] | None = None, store: Path | Non
         fixed[key] = value
     if store is not None:
         fixed["data.store"] = storage.normalize(store)
+        fixed["data.stores"] = None  # --store wins over a sweep's mixed corpus
     spec["set"] = fixed
     spec["variants"] = list(spec.get("variants") or [])
     spec["search"] = dict(spec.get("search") or {})

@@ -32,9 +32,13 @@ def check_compatible(stores: Sequence[EcgStore]) -> None:
         raise ConfigError(f"store given more than once: {', '.join(repeated)} (raise its weight instead)")
 
 
-def combined_summary(stores: Sequence[EcgStore]) -> dict:
-    """What a mixture contains: records, hours and records per dataset over all stores, and each store."""
-    summaries = [s.summary() for s in stores]
+def combined_summary(summaries: Sequence[dict]) -> dict:
+    """What a mixture contains: records, hours and records per dataset over all stores, and each store.
+
+    ``summaries`` are the stores' :meth:`EcgStore.summary` dicts (computed once: on cloud storage
+    each lists the store's files).
+    """
+    summaries = list(summaries)
     per_dataset: Counter = Counter()
     for summary in summaries:
         per_dataset.update(summary["per_dataset"])

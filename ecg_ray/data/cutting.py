@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import resource
 from collections import OrderedDict
 from pathlib import Path
 
@@ -34,6 +35,9 @@ LEADS = 12
 _ROW_BYTES = LEADS * 4
 #: stores with at most this many chunks keep all chunk files memory-mapped (one fd per map)
 MAPPED_CHUNKS = 1024
+# Both caches hold file descriptors: stay well inside this process's limit (1024 on some hosts).
+_FD_LIMIT = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+_FD_LIMIT = 1 << 16 if _FD_LIMIT == resource.RLIM_INFINITY else _FD_LIMIT
 # Read a span in one call when at least this share of it is wanted; otherwise read each run of
 # wanted records separately (a 5 % label fraction should not read 100 % of the data).
 _DENSE_READ_SHARE = 0.25
@@ -114,7 +118,7 @@ class _ChunkMaps:
         return m
 
 
-_CHUNK_MAPS = _ChunkMaps()
+_CHUNK_MAPS = _ChunkMaps(capacity=max(16, min(MAPPED_CHUNKS, _FD_LIMIT // 4)))
 
 
 class _ChunkFiles:
@@ -142,7 +146,7 @@ class _ChunkFiles:
         return fd
 
 
-_CHUNK_FILES = _ChunkFiles()
+_CHUNK_FILES = _ChunkFiles(capacity=max(16, min(256, _FD_LIMIT // 8)))
 
 
 def cut_raw_chunks(store_path: str, chunk: int, starts: np.ndarray, width: int, version: str = "",
@@ -153,7 +157,7 @@ def cut_raw_chunks(store_path: str, chunk: int, starts: np.ndarray, width: int, 
     ``mapped`` reads through the per-process memory maps (stores of <= ``MAPPED_CHUNKS``
     chunks), else with one ``preadv`` per crop. A crop that straddles two chunks is read in two parts.
     """
-    if mapped:
+    if mapped and width <= chunk:
         return _cut_mapped(store_path, chunk, starts, width, version, out)
     n = len(starts)
     staging = np.empty((n, width, LEADS), dtype=np.float32)  # file order: time-major

@@ -5,9 +5,9 @@
 Training crops (:func:`train_crops`) follow the epoch plan of :mod:`ecg_ray.data.sampling`:
 every epoch a seeded permutation of the selected records (of one store, or of several mixed by
 weight) decides which records each worker, each read task and each batch get. A read task
-takes the next ``records_per_task`` records of its worker's order, cuts one random crop per
-record (``ecg_ray.data.cutting``), and emits them in a seeded random order; blocks are yielded in
-task order (``preserve_order``). So batches are close to i.i.d. draws from the whole selection, a
+takes the next run of its worker's order (see :func:`task_bounds`), cuts ``crops_per_record``
+random crops per record (``ecg_ray.data.cutting``), and emits them in a seeded random order;
+blocks are yielded in task order (``preserve_order``). So batches are close to i.i.d. draws from the whole selection, a
 worker's shard changes from epoch to epoch, and everything (records, crops, batches) depends
 only on (seed, epoch, number of workers), never on execution order.
 
@@ -20,6 +20,7 @@ tagged with ``record_index`` and ``window_index`` for per-record averaging.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass, field
@@ -244,13 +245,10 @@ def auto_shuffle_block(store: EcgStore, indices: np.ndarray | None = None,
     lengths = lengths if indices is None or len(indices) == 0 else lengths[indices]
     if len(lengths) == 0:
         return 1
-    chunk = DEFAULT_CHUNK_SAMPLES
-    try:
-        chunk = int(store.signals().chunks[0])
-    except Exception:  # noqa: BLE001 - the default is a fine estimate when the metadata cannot be read
-        pass
+    # From the manifest, never a fallback: every worker must compute the same block (same plan).
+    chunk = int(store.manifest.get("chunk_samples", DEFAULT_CHUNK_SAMPLES))
     per_chunk = int(chunk // max(1.0, float(np.median(lengths))))
-    return max(1, min(per_chunk, records_per_task // 256))
+    return max(1, min(per_chunk, int(records_per_task) // 256))
 
 
 def _dataset(source, tasks: int):
@@ -281,7 +279,7 @@ def train_crops(store: EcgStore | str | Path | list[StorePart], indices: np.ndar
     if records_per_task < 1:
         raise ConfigError(f"data.records_per_task must be >= 1, got {records_per_task}")
     if isinstance(store, list | tuple):
-        parts = list(store)
+        parts = [dataclasses.replace(p) for p in store]  # the caller's parts stay as they were
         if indices is not None:
             raise ConfigError("train_crops: give indices inside each StorePart, not beside a list of parts")
     else:
@@ -300,7 +298,10 @@ def train_crops(store: EcgStore | str | Path | list[StorePart], indices: np.ndar
         raise ConfigError(f"no records of at least {crop} samples to stream from "
                           f"{', '.join(str(p.store.path) for p in parts)}")
     if shuffle_block is None:
-        blocks = [auto_shuffle_block(p.store, p.indices, records_per_task) for p in parts]
+        # Runs are capped by the records a task will really hold (tasks split a worker's share evenly).
+        per_worker = sum(len(p.indices) for p in parts) // max(1, num_shards)
+        task_size = per_worker / max(1, math.ceil(per_worker / records_per_task))
+        blocks = [auto_shuffle_block(p.store, p.indices, int(task_size)) for p in parts]
     else:
         if shuffle_block < 1:
             raise ConfigError(f"data.shuffle_block must be >= 1 (or null for auto), got {shuffle_block}")
@@ -315,7 +316,8 @@ def train_crops(store: EcgStore | str | Path | list[StorePart], indices: np.ndar
         lengths[mine] = part.store.records["length"].to_numpy()[plan.indices[mine]]
     labels = parts[0].store.label_matrix(label_set)[plan.indices] if with_labels else None
     chunks = tuple(raw_chunk_layout(str(p.store.path)) for p in parts)
-    mapped = tuple(c is not None and raw_chunk_count(str(p.store.path)) <= MAPPED_CHUNKS
+    # Memory maps for small stores whose chunks are at least a crop long (a crop then spans <= 2 chunks).
+    mapped = tuple(c is not None and c >= crop and raw_chunk_count(str(p.store.path)) <= MAPPED_CHUNKS
                    for c, p in zip(chunks, parts, strict=True))
     spec = _ReadSpec(stores=tuple(str(p.store.path) for p in parts), versions=tuple(p.store.version for p in parts),
                      chunks=chunks, mapped=mapped, mode="crops", width=crop,

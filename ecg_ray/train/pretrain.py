@@ -66,25 +66,48 @@ def primary_store(config: Config) -> EcgStore:
     return EcgStore(store_locations(config)[0])
 
 
+def store_filters(config: Config, k: int) -> tuple[list[int] | None, list[str] | None]:
+    """(training folds, datasets) of store ``k``: its own in data.stores, else data.train_folds / data.datasets."""
+    spec = config.data.stores[k] if config.data.stores else None
+    folds = spec.folds if spec is not None and spec.folds is not None else config.data.train_folds
+    datasets = spec.datasets if spec is not None and spec.datasets is not None else config.data.datasets
+    return folds, datasets
+
+
+def validation_records(config: Config, store: EcgStore) -> np.ndarray:
+    """Held-out records of the primary store: data.val_folds within its datasets, long enough for the crop."""
+    if not config.data.val_folds:
+        return np.zeros(0, dtype=np.int64)
+    _, datasets = store_filters(config, 0)
+    indices = select_records(store, folds=config.data.val_folds, datasets=datasets)
+    return split_too_short(store, indices, config.data.crop)[0]
+
+
 @dataclass
 class TrainingSelection:
     """The records pretraining streams each epoch, per store, and those too short for the crop."""
 
     parts: list[StorePart]
     too_short: list[str]
+    #: records too short for the crop, per store name
+    too_short_per_store: dict[str, int]
 
     @property
     def records(self) -> int:
         return int(sum(len(p.indices) for p in self.parts))
 
     def too_short_summary(self, config: Config) -> dict:
-        return too_short_summary(self.too_short, config.data.crop, self.parts[0].store.fs)
+        summary = too_short_summary(self.too_short, config.data.crop, self.parts[0].store.fs)
+        if len(self.parts) > 1:
+            summary["per_store"] = dict(self.too_short_per_store)
+        return summary
 
 
 def training_selection(config: Config, stores: list[EcgStore] | None = None) -> TrainingSelection:
     """Training records of every store (folds, datasets), leaving out records shorter than the crop.
 
-    Done before steps are planned: a plan never counts a record the stream cannot cut.
+    Done before steps are planned: a plan never counts a record the stream cannot cut. Every store
+    of a mixture must keep records (its weight would ask for records it cannot give).
     """
     from ecg_ray.data.corpus import check_compatible
 
@@ -92,19 +115,20 @@ def training_selection(config: Config, stores: list[EcgStore] | None = None) -> 
     stores = stores if stores is not None else [EcgStore(p) for p in locations]
     check_compatible(stores)
     specs = config.data.stores or [None]
-    parts, too_short = [], []
-    for store, spec in zip(stores, specs, strict=True):
-        folds = spec.folds if spec is not None and spec.folds is not None else config.data.train_folds
-        datasets = spec.datasets if spec is not None and spec.datasets is not None else config.data.datasets
-        indices = select_records(store, folds=folds, datasets=datasets, label_fraction=1.0, seed=config.seed)
-        indices, short = split_too_short(store, indices, config.data.crop)
+    parts, too_short, short_per_store = [], [], {}
+    for k, (store, spec) in enumerate(zip(stores, specs, strict=True)):
+        folds, datasets = store_filters(config, k)
+        selected = select_records(store, folds=folds, datasets=datasets, label_fraction=1.0, seed=config.seed)
+        indices, short = split_too_short(store, selected, config.data.crop)
         too_short += short
+        short_per_store[str(store.path)] = len(short)
+        if len(indices) == 0:
+            why = (f"all {len(short)} selected record(s) are shorter than data.crop={config.data.crop} samples"
+                   if short else f"no record matches folds={folds} datasets={datasets}")
+            raise ConfigError(f"store {store.path}: no training records ({why})")
         parts.append(StorePart(store, indices, weight=spec.weight if spec is not None else 1.0,
                                name=str(store.path)))
-    if sum(len(p.indices) for p in parts) == 0:
-        raise ConfigError(f"no training records of at least data.crop={config.data.crop} samples in "
-                          f"{', '.join(locations)} for the configured folds/datasets")
-    return TrainingSelection(parts, too_short)
+    return TrainingSelection(parts, too_short, short_per_store)
 
 
 def training_records(config: Config, store: EcgStore) -> np.ndarray:
@@ -232,9 +256,7 @@ def pretrain_worker(loop_config: dict[str, Any]) -> None:
         model = ray.train.torch.prepare_model(method, parallel_strategy_kwargs={"broadcast_buffers": False})
     generator = torch.Generator(device=device)
     method.set_generator(generator)
-    val_idx = (split_too_short(store, select_records(store, folds=config.data.val_folds,
-                                                     datasets=config.data.datasets), config.data.crop)[0]
-               if config.data.val_folds else np.zeros(0, dtype=np.int64))
+    val_idx = validation_records(config, store)
     has_labels = len(store.label_names) > 0 and store.label_matrix(config.data.label_set).any()
     global_step = start_epoch * steps
 

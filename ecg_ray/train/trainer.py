@@ -31,7 +31,7 @@ def validate_pretraining(config: Config):
     """
     from ecg_ray.methods import METHODS
     from ecg_ray.models import ENCODERS
-    from ecg_ray.train.pretrain import steps_per_epoch, training_selection
+    from ecg_ray.train.pretrain import steps_per_epoch, training_selection, validation_records
 
     if config.method.name not in METHODS:
         raise ConfigError(f"method.name: unknown method {config.method.name!r}; choose one of {', '.join(METHODS)}")
@@ -54,11 +54,21 @@ def validate_pretraining(config: Config):
         raise ConfigError(f"train.precision: unknown value {config.train.precision!r} (auto, fp32, bf16, fp16)")
     if config.train.precision == "fp16" and config.train.gpus_per_worker <= 0:
         raise ConfigError("train.precision=fp16 needs GPUs (train.gpus_per_worker > 0)")
-    if config.data.shuffle_block is not None and config.data.shuffle_block < 1:
-        raise ConfigError(f"data.shuffle_block must be >= 1 (or null for auto), got {config.data.shuffle_block}")
+    check_stream_settings(config)
     selection = training_selection(config)
+    validation_records(config, selection.parts[0].store)  # a bad filter fails here, not inside Ray
     steps_per_epoch(config, selection.records, config.train.workers)
     return selection
+
+
+def check_stream_settings(config: Config) -> None:
+    """data.* stream settings that would otherwise fail only inside a Ray worker."""
+    if config.data.shuffle_block is not None and config.data.shuffle_block < 1:
+        raise ConfigError(f"data.shuffle_block must be >= 1 (or null for auto), got {config.data.shuffle_block}")
+    if config.data.records_per_task is not None and config.data.records_per_task < 1:
+        raise ConfigError(f"data.records_per_task must be >= 1 (or null for auto), got {config.data.records_per_task}")
+    if config.data.crop <= 0:
+        raise ConfigError(f"data.crop must be positive, got {config.data.crop}")
 
 
 def ensure_ray() -> None:
@@ -214,8 +224,12 @@ def validate_evaluation(config: Config) -> EcgStore:
     if config.eval.head not in ("auto", "linear", "mlp"):
         raise ConfigError(f"eval.head: unknown head {config.eval.head!r} (auto, linear, mlp)")
     load_encoder_weights(config)  # fails early on a missing or foreign file
+    if config.data.stores:
+        raise ConfigError("evaluation trains and tests on one labelled store (data.store); data.stores mixes "
+                          "stores for pretraining only")
     if not config.data.store:
         raise ConfigError("data.store: no store given (use --store STORE)")
+    check_stream_settings(config)
     store = EcgStore(config.data.store)
     if config.data.label_set not in store.manifest.get("label_sets", {}):
         raise ConfigError(f"data.label_set: {config.data.label_set!r} not in store "

@@ -42,3 +42,14 @@ def _rechunked(store: EcgStore, out, chunk: int):
                           labels=[], metadata={}))
     writer.finalize(sources=[{"kind": "test"}], label_names=None)
     return out
+
+
+def test_crops_longer_than_a_chunk_are_read_across_chunks(tmp_path):
+    """A store prepared with small chunks (100 samples) and a 250-sample crop: the memory-map reader
+    steps aside and preadv reads the crop across three chunks."""
+    raw = EcgStore(grouped_store(tmp_path / "raw", {"A": 20}, length=400))
+    small = EcgStore(_rechunked(raw, tmp_path / "small", 100))
+    starts = small.records["offset"].to_numpy()[[0, 5, 19]] + np.array([0, 77, 150])
+    expected = cut(small.signals()[:], starts, 250)
+    for mapped in (True, False):
+        np.testing.assert_array_equal(cut_raw_chunks(str(small.path), 100, starts, 250, mapped=mapped), expected)

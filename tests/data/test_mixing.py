@@ -81,3 +81,46 @@ def test_inspect_several_stores_prints_the_combined_corpus(two_stores, capsys):
     assert summary["records"] == 500 and summary["per_dataset"] == {"big": 400, "small": 100}
     assert summary["compatible"] and len(summary["stores"]) == 2
     assert summary["hours"] == pytest.approx(500 * 60 / 100 / 3600, abs=0.01)
+
+
+def _config(tmp_path, text: str, overrides=()):
+    from ecg_ray.config import load_config
+
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return load_config(path, list(overrides))
+
+
+def test_a_store_left_without_records_fails_before_ray_naming_it(two_stores, tmp_path):
+    from ecg_ray.train.trainer import validate_pretraining
+
+    big, small = two_stores  # 60-sample records
+    longer = grouped_store(tmp_path / "longer", {"L": 50}, length=300, dataset="longer")
+    config = _config(tmp_path, f"data:\n  crop: 250\n  stores:\n    - {{path: {longer}}}\n    - {{path: {big.path}}}\n")
+    with pytest.raises(ConfigError, match=r"big: no training records \(all 400 selected record\(s\) are shorter"):
+        validate_pretraining(config)
+
+
+def test_validation_uses_the_first_stores_own_datasets(two_stores, tmp_path):
+    from ecg_ray.train.pretrain import validation_records
+
+    big, small = two_stores
+    config = _config(tmp_path, f"data:\n  crop: 50\n  val_folds: [10]\n  datasets: [small]\n  stores:\n"
+                               f"    - {{path: {big.path}, datasets: [big]}}\n    - {{path: {small.path}}}\n")
+    val = validation_records(config, big)  # the global datasets (small) would not exist in the first store
+    assert len(val) == 40 and set(big.records["fold"].to_numpy()[val]) == {10}
+
+
+def test_one_store_flag_wins_over_a_configs_mixture(two_stores, tmp_path):
+    from ecg_ray.cli import build_parser, pretrain_config
+
+    big, small = two_stores
+    path = tmp_path / "mixed.yaml"
+    path.write_text(f"data:\n  stores:\n    - {{path: {big.path}}}\n    - {{path: {small.path}}}\n")
+    args = build_parser().parse_args(["pretrain", "--config", str(path), "--store", str(small.path)])
+    config = pretrain_config(args)
+    assert config.data.store == str(small.path) and config.data.stores is None
+    args = build_parser().parse_args(["pretrain", "--config", str(path), "--store", str(big.path), "--store",
+                                      str(small.path), "--store-weights", "4,1"])
+    config = pretrain_config(args)
+    assert config.data.store is None and [s.weight for s in config.data.stores] == [4.0, 1.0]

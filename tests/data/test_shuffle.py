@@ -67,7 +67,8 @@ def test_block_shuffle_of_a_compressed_store_mixes_too(ray_session, grouped):
     """zstd chunks are decoded whole: the default there is a block shuffle, which must mix as well."""
     store = EcgStore(grouped["zstd"])
     batches, info = _epoch_batches(store, 0, 0)
-    assert info.shuffle_block == [8]  # 2048 records per task // 256 (a chunk holds 2184 such records)
+    # each worker: 6,000 records in 3 tasks of 2,000; runs of 2000 // 256 = 7 (a chunk holds 2184 records)
+    assert info.shuffle_block == [7]
     _check_mixing(store)
 
 
