@@ -224,7 +224,8 @@ def pretrain_worker(loop_config: dict[str, Any]) -> None:
     from ecg_ray.train.checkpoint import read_ray_checkpoint, save_checkpoint
 
     config, rank, world, device, store = worker_setup(loop_config)
-    selection = training_selection(config)
+    # The primary store is already open (worker_setup): open only the other stores of a mixture.
+    selection = training_selection(config, [store] + [EcgStore(p) for p in store_locations(config)[1:]])
     train_idx = selection.parts[0].indices  # the online probe fits on the primary store's training records
     too_short = selection.too_short_summary(config)
     per_worker = worker_batch_size(config, world)
