@@ -107,8 +107,11 @@ class SwAVConfig:
 @dataclass
 class CPCConfig:
     hidden_dim: int = 512
-    #: predict the latents 1..prediction_steps ahead, one linear predictor per step
-    prediction_steps: int = 12
+    #: steps ahead whose latents are predicted, one linear predictor each (the reference: [12]);
+    #: an integer K is short for [1, ..., K]
+    prediction_steps: list[int] | int = field(default_factory=lambda: list(range(1, 13)))
+    #: the predictors have a bias (the reference's single projection has none)
+    predictor_bias: bool = True
     negatives: str = "sequence"
     num_negatives: int = 128
 
@@ -170,8 +173,19 @@ class EvalConfig:
     head: str = "auto"
     #: finetune: epochs training only the head before all layers are trained
     head_only_epochs: int = 0
-    #: finetune: encoder lr = optim.lr x factor (CPC: LSTM x factor, per-step layers x factor^2)
+    #: finetune: discriminative learning rates, a factor per layer group from the head down
+    #: (1.0 = every parameter at one lr)
     discriminative_lr_factor: float = 1.0
+    #: how the factor applies: "encoder" = the whole encoder at lr x factor (CPC: LSTM x factor,
+    #: per-step layers x factor^2); "layer_groups" = the reference's --discriminative_lr: lr x factor^k
+    #: for the k-th layer group below the head (xresnet: stages 4..1, then the stem)
+    discriminative_groups: str = "encoder"
+    #: finetune with head_only_epochs > 0: the base lr of the all-layers phase (null = optim.lr); that
+    #: phase restarts from the best head-only epoch (by validation macro AUC) with a fresh optimizer
+    finetune_lr: float | None = None
+    #: labels need at least this many positives in the test folds to be scored in test_macro_auc
+    #: (10 = the filter of recent ECG benchmark papers); the excluded labels are listed
+    min_test_positives: int = 1
     #: exported encoder file or pretraining run directory ("" = random initialisation)
     encoder: str = ""
     pretrained: str = ""
