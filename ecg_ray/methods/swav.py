@@ -41,8 +41,9 @@ class SwAV(Method):
         return crops
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        with torch.no_grad():  # prototypes live on the unit sphere
-            self.prototypes.weight.copy_(F.normalize(self.prototypes.weight, dim=1))
+        if self.training:
+            with torch.no_grad():  # prototypes live on the unit sphere
+                self.prototypes.weight.copy_(F.normalize(self.prototypes.weight, dim=1))
         v1, v2 = self.views(x)
         batch = x.shape[0]
         z_large = F.normalize(self.head(self.encoder(torch.cat([v1, v2]))), dim=1)
@@ -50,7 +51,9 @@ class SwAV(Method):
         if self.c.small_crops:
             small = self._small_crops(x)
             embeddings += list(F.normalize(self.head(self.encoder(torch.cat(small))), dim=1).chunk(len(small)))
-        scores = [self.prototypes(z) for z in embeddings]
+        # Evaluation (held-out loss) must not change training state: normalise without writing back.
+        prototypes = self.prototypes.weight if self.training else F.normalize(self.prototypes.weight, dim=1)
+        scores = [z @ prototypes.t() for z in embeddings]
 
         assignments = {}
         use_queue = self.queue.shape[1] > 0 and self.epoch >= self.c.queue_start_epoch
@@ -58,10 +61,10 @@ class SwAV(Method):
             for crop in (0, 1):
                 logits = scores[crop].detach()
                 if use_queue and int(self.queue_filled) >= self.queue.shape[1]:
-                    logits = torch.cat([self.prototypes(self.queue[crop]), logits])
+                    logits = torch.cat([self.queue[crop] @ prototypes.t(), logits])
                 q = sinkhorn(logits, epsilon=self.c.sinkhorn_epsilon, iterations=self.c.sinkhorn_iterations)
                 assignments[crop] = q[-batch:]
-            if use_queue:
+            if use_queue and self.training:  # validation batches never enter the queue
                 self.queue[:, batch:] = self.queue[:, :-batch].clone()
                 self.queue[0, :batch] = embeddings[0].detach()
                 self.queue[1, :batch] = embeddings[1].detach()

@@ -141,13 +141,29 @@ def latest_checkpoint(run_dir: str | Path) -> str:
     return max(candidates)[2]
 
 
-def export_encoder(run_dir: Path, out: Path) -> dict[str, Any]:
-    """Write the encoder of a run's newest checkpoint as a standalone, weights-only file."""
+def export_encoder(run_dir: Path, out: Path, best: bool = False) -> dict[str, Any]:
+    """Write the encoder of a run's newest checkpoint as a standalone, weights-only file.
+
+    ``best``: the encoder of the run's best epoch by its validation metric (the online probe's
+    macro AUC, else the held-out SSL loss), which every checkpoint carries; the summary names the
+    metric, its value and the epoch.
+    """
     checkpoint = latest_checkpoint(run_dir)
     state = load_state(checkpoint)
     config = state["config"]
-    prefix = "encoder."
-    weights = {k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)}
+    selected: dict[str, Any] | None = None
+    if best:
+        selected = state.get("best")
+        if not selected:
+            raise CheckpointError(f"{checkpoint}: no best epoch recorded; the run had no validation metric "
+                                  "(no validation folds, or a run from before ecg_ray recorded it); "
+                                  "export the latest epoch instead (without --best)")
+        weights = dict(selected["encoder"])
+        epoch = int(selected["epoch"])
+    else:
+        prefix = "encoder."
+        weights = {k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)}
+        epoch = int(state["epoch"])
     if not weights:
         raise CheckpointError(f"{checkpoint}: model has no encoder weights")
     payload = {
@@ -155,7 +171,9 @@ def export_encoder(run_dir: Path, out: Path) -> dict[str, Any]:
         "encoder": config["model"]["encoder"],
         "state_dict": weights,
         "method": config["method"]["name"],
-        "epoch": int(state["epoch"]),
+        "epoch": epoch,
+        "selection": ({"metric": selected["metric"], "value": float(selected["value"])} if selected
+                      else {"metric": "latest", "value": None}),
         "fs": float(state.get("fs", 100.0)),
         "input_length": int(config["data"]["crop"]),
         "config": config,
@@ -164,6 +182,7 @@ def export_encoder(run_dir: Path, out: Path) -> dict[str, Any]:
     out = storage.normalize(out)
     atomic_torch_save(payload, out)
     return {"encoder": payload["encoder"], "method": payload["method"], "epoch": payload["epoch"],
+            "selected_by": payload["selection"]["metric"], "selected_value": payload["selection"]["value"],
             "checkpoint": checkpoint, "out": out, "tensors": len(weights)}
 
 

@@ -14,6 +14,7 @@ import copy
 import json
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,164 +25,25 @@ from torch import nn
 from ecg_ray.config import Config, to_dict
 from ecg_ray.data.sampling import split_too_short, stratified_subset
 from ecg_ray.data.store import EcgStore
-from ecg_ray.data.stream import cut, select_records, train_crops, window_starts
+from ecg_ray.data.stream import select_records, train_crops
 from ecg_ray.errors import ConfigError
+from ecg_ray.evaluation.predictions import PREDICTIONS_FILE, Predictions, save_predictions
+from ecg_ray.evaluation.scoring import predict_records, score
+from ecg_ray.train.classifier import (  # noqa: F401  (re-exported for ecg_ray.train.trainer)
+    MODES,
+    build_classifier,
+    load_encoder_weights,
+    parameter_groups,
+    pretraining_method,
+)
 
-MODES = ("linear", "finetune", "supervised")
 EVALUATION_FILE = "evaluation.json"
-
-
-class Classifier(nn.Module):
-    """Encoder + head; in linear mode the encoder stays frozen and in eval mode."""
-
-    def __init__(self, encoder: nn.Module, head: nn.Module, freeze_encoder: bool):
-        super().__init__()
-        self.encoder, self.head = encoder, head
-        self.freeze_encoder = freeze_encoder
-        if freeze_encoder:
-            for p in encoder.parameters():
-                p.requires_grad_(False)
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if self.freeze_encoder:
-            self.encoder.eval()  # frozen BN statistics: the linear protocol
-        return self
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encoder(x))
-
-
-def pretraining_method(config: Config) -> str | None:
-    """The self-supervised method behind eval.encoder / eval.pretrained (None for random init)."""
-    from ecg_ray.train.checkpoint import latest_checkpoint, load_encoder_payload, load_state
-
-    if config.eval.encoder:
-        return load_encoder_payload(config.eval.encoder).get("method")
-    if config.eval.pretrained:
-        return load_state(latest_checkpoint(config.eval.pretrained))["config"]["method"]["name"]
-    return None
-
-
-def load_encoder_weights(config: Config, map_location="cpu") -> tuple[str, dict | None]:
-    """(encoder name, state dict or None) from eval.encoder (exported file) or eval.pretrained (run dir)."""
-    from ecg_ray.train.checkpoint import latest_checkpoint, load_encoder_payload, load_state
-
-    if config.eval.encoder and config.eval.pretrained:
-        raise ConfigError("eval.encoder and eval.pretrained are exclusive; give one")
-    if config.eval.encoder:
-        payload = load_encoder_payload(config.eval.encoder, map_location)
-        return payload["encoder"], payload["state_dict"]
-    if config.eval.pretrained:
-        state = load_state(latest_checkpoint(config.eval.pretrained), map_location=map_location)
-        prefix = "encoder."
-        weights = {k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)}
-        return state["config"]["model"]["encoder"], weights
-    return config.model.encoder, None
-
-
-def build_classifier(config: Config, n_labels: int, map_location="cpu") -> Classifier:
-    from ecg_ray.models import build_encoder, build_head
-
-    mode = config.eval.mode
-    if mode not in MODES:
-        raise ConfigError(f"eval.mode: unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-    name, weights = load_encoder_weights(config, map_location)
-    if mode == "supervised" and weights is not None:
-        raise ConfigError("eval.mode=supervised trains from random initialisation; drop --encoder/--pretrained")
-    encoder = build_encoder(name)
-    if weights is not None:
-        encoder.load_state_dict(weights)
-    kind = config.eval.head
-    if kind == "auto":
-        kind = "mlp" if (name == "cpc_4fc2lstm" and mode != "linear") else "linear"
-    head = build_head(kind, encoder.feature_dim, n_labels)
-    classifier = Classifier(encoder, head, freeze_encoder=mode == "linear")
-    classifier.encoder_name = name
-    return classifier
-
-
-def parameter_groups(model: Classifier, config: Config) -> list[dict[str, Any]]:
-    """Head at optim.lr; encoder at lr x factor (the CPC encoder's per-step layers at x factor^2)."""
-    from ecg_ray.optim import parameter_groups as decay_groups
-
-    lr, factor, wd = config.optim.lr, config.eval.discriminative_lr_factor, config.optim.weight_decay
-    groups = [{**g, "lr": lr} for g in decay_groups(model.head, wd)]
-    if model.freeze_encoder:
-        return groups
-    encoder = model.encoder
-    if hasattr(encoder, "lstm") and hasattr(encoder, "encoder") and factor != 1.0:
-        parts = [(encoder.lstm, lr * factor), (encoder.encoder, lr * factor * factor)]
-        seen = {id(p) for m, _ in parts for p in m.parameters()}
-        rest = [p for p in encoder.parameters() if id(p) not in seen]
-        for module, part_lr in parts:
-            groups += [{**g, "lr": part_lr} for g in decay_groups(module, wd)]
-        if rest:
-            groups.append({"params": rest, "lr": lr * factor, "weight_decay": wd})
-    else:
-        groups += [{**g, "lr": lr * factor} for g in decay_groups(encoder, wd)]
-    return groups
 
 
 def labelled(store: EcgStore, indices: np.ndarray, label_set: str) -> np.ndarray:
     """Records with at least one positive in the label set (the paper drops unlabelled records)."""
     labels = store.label_matrix(label_set)[indices]
     return indices[labels.sum(1) > 0]
-
-
-@torch.no_grad()
-def predict_records(model: nn.Module, store: EcgStore, indices: np.ndarray, *, window: int, stride: int,
-                    device, noise: tuple[str, float] | None = None, noise_seed: int = 0, mains_hz: float = 50.0,
-                    batch_windows: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    """Sigmoid outputs of sliding windows averaged per record -> (records, (n_records, L))."""
-    from ecg_ray.evaluation.aggregate import average_per_record
-    from ecg_ray.evaluation.noise import add_noise, record_power
-
-    model.eval()
-    records, outputs = [], []
-    chunk = max(1, batch_windows // 8)
-    for start in range(0, len(indices), chunk):
-        windows, owners = [], []
-        powers = {}
-        for i in indices[start:start + chunk]:
-            signal = store.signal(int(i))
-            starts = window_starts(len(signal), window, stride)
-            if len(starts) == 0:
-                continue
-            windows.append(cut(signal, starts, window))
-            owners.append(np.full(len(starts), int(i)))
-            if noise is not None:
-                powers[int(i)] = record_power(signal)
-        if not windows:
-            continue
-        x, owner = np.concatenate(windows), np.concatenate(owners)
-        if noise is not None:
-            x = add_noise(x, owner, powers, noise[0], noise[1], fs=store.fs, seed=noise_seed, mains=mains_hz)
-        probs = torch.cat([torch.sigmoid(model(torch.from_numpy(np.ascontiguousarray(x[k:k + batch_windows],
-                                                                                      dtype=np.float32)).to(device)).float()).cpu()
-                           for k in range(0, len(x), batch_windows)]).numpy()
-        ids, mean = average_per_record(owner, probs)
-        records.append(ids)
-        outputs.append(mean)
-    if not records:
-        raise ConfigError(f"no record of at least {window} samples to evaluate")
-    return np.concatenate(records), np.concatenate(outputs)
-
-
-def score(store: EcgStore, records: np.ndarray, probs: np.ndarray, label_set: str, bootstrap: int = 0,
-          seed: int = 0) -> dict[str, Any]:
-    from ecg_ray.evaluation.metrics import bootstrap_macro_auc_ci, macro_auc
-
-    y = store.label_matrix(label_set)[records]
-    result = macro_auc(y, probs)
-    out = {"macro_auc": result.value, "labels_scored": result.labels_scored,
-           "labels_skipped": result.labels_skipped,
-           "per_label_auc": {name: (None if np.isnan(a) else a)
-                             for name, a in zip(store.manifest["label_sets"][label_set], result.per_label,
-                                                strict=True)}}
-    if bootstrap:
-        out["ci"] = list(bootstrap_macro_auc_ci(y, probs, n_boot=bootstrap, seed=seed))
-    return out
 
 
 def variant_name(config: Config) -> str:
@@ -191,6 +53,50 @@ def variant_name(config: Config) -> str:
         return f"supervised {config.model.encoder}"
     source = "random init" if not (config.eval.encoder or config.eval.pretrained) else "pretrained"
     return f"{source} {config.eval.mode}"
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A stretch of epochs with one optimizer: which parameters train and at what base lr."""
+
+    name: str
+    first_epoch: int
+    epochs: int
+    train_encoder: bool
+    lr: float
+
+
+def plan_phases(config: Config) -> list[Phase]:
+    """One phase, or for fine-tuning with ``eval.head_only_epochs`` the head alone, then all layers.
+
+    As in the reference (``--l_epochs`` then ``--f_epochs``): the all-layers phase restarts from the
+    best head-only epoch with a new optimizer at ``eval.finetune_lr``, and the model is selected
+    among the all-layers epochs only.
+    """
+    e, total = config.eval, config.train.epochs
+    if e.mode == "finetune" and e.head_only_epochs > 0:
+        if e.head_only_epochs >= total:
+            raise ConfigError(f"eval.head_only_epochs={e.head_only_epochs} leaves no epoch of train.epochs={total} "
+                              "to train all layers; train.epochs counts both phases")
+        lr = config.optim.lr if e.finetune_lr is None else e.finetune_lr
+        return [Phase("head_only", 0, e.head_only_epochs, False, config.optim.lr),
+                Phase("all_layers", e.head_only_epochs, total - e.head_only_epochs, True, lr)]
+    return [Phase(e.mode, 0, total, e.mode != "linear", config.optim.lr)]
+
+
+def _train_epoch(wrapped, dataset, optimizer, scheduler, loss_fn, per_worker: int, steps: int, device) -> tuple[float, int]:
+    total, done = 0.0, 0
+    for batch in dataset.iter_torch_batches(batch_size=per_worker, drop_last=True, device=device):
+        loss = loss_fn(wrapped(batch["signal"]), batch["labels"])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        total += float(loss.detach())
+        done += 1
+        if done >= steps:
+            break
+    return total, done
 
 
 def downstream_worker(loop_config: dict[str, Any]) -> None:
@@ -214,60 +120,63 @@ def downstream_worker(loop_config: dict[str, Any]) -> None:
 
     torch.manual_seed(config.seed)
     model = build_classifier(config, n_labels).to(device)
-    optimizer = torch.optim.AdamW(parameter_groups(model, config), lr=config.optim.lr,
-                                  betas=tuple(config.optim.betas))
-    scheduler = warmup_cosine(optimizer, int(round(config.optim.warmup_epochs * steps)), steps * config.train.epochs,
-                              config.optim.min_lr_ratio, config.optim.schedule)
-    wrapped = model if world == 1 else ray.train.torch.prepare_model(model)
     loss_fn = nn.BCEWithLogitsLoss()
-    best_auc, best_epoch, best_state, history = -1.0, -1, None, []
-    for epoch in range(config.train.epochs):
-        head_only = config.eval.mode == "finetune" and epoch < config.eval.head_only_epochs
-        for p in model.encoder.parameters():
-            p.requires_grad_(not (head_only or model.freeze_encoder))
-        model.train()
-        if head_only:
-            model.encoder.eval()
-        dataset, _ = train_crops(store, train_idx, crop=config.data.crop, seed=config.seed, epoch=epoch,
-                                 with_labels=True, label_set=label_set, shard_index=rank, num_shards=world,
-                                 records_per_task=config.data.records_per_task, shuffle=config.data.shuffle,
-                                 shuffle_block=config.data.shuffle_block)
-        start, done, total = time.perf_counter(), 0, 0.0
-        for batch in dataset.iter_torch_batches(batch_size=per_worker, drop_last=True, device=device):
-            loss = loss_fn(wrapped(batch["signal"]), batch["labels"])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            total += float(loss.detach())
-            done += 1
-            if done >= steps:
-                break
-        metrics = {"epoch": epoch, "loss": total / max(1, done), "lr": float(scheduler.get_last_lr()[0]),
-                   "samples_per_s": done * per_worker * world / (time.perf_counter() - start)}
-        if rank == 0:
-            records, probs = predict_records(model, store, val_idx, window=config.data.window,
-                                             stride=config.data.stride, device=device)
-            val = score(store, records, probs, label_set)
-            metrics["val_macro_auc"] = val["macro_auc"]
-            if val["macro_auc"] > best_auc:  # model selection by validation macro AUC
-                best_auc, best_epoch = val["macro_auc"], epoch
-                best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
-        history.append(metrics)
-        if epoch < config.train.epochs - 1:
-            ray.train.report(metrics)
-    # Final report: best model on the test folds (+ noise grid), with a checkpoint carrying it.
+    history: list[dict[str, Any]] = []
+    phases = plan_phases(config)
+    phase_summaries = []
+    best_auc, best_epoch, best_state = -1.0, -1, None
+    for phase in phases:
+        if best_state is not None:
+            # Restart from the previous phase's best epoch (rank 0 holds it; wrapping below broadcasts it).
+            model.load_state_dict(best_state)
+        best_auc, best_epoch, best_state = -1.0, -1, None  # selection within this phase only
+        # Freeze/unfreeze BEFORE wrapping: DDP registers the parameters that require gradients at
+        # construction, so each phase gets its own wrapper.
+        model.set_encoder_trainable(phase.train_encoder)
+        wrapped = model if world == 1 else ray.train.torch.prepare_model(model)
+        optimizer = torch.optim.AdamW(parameter_groups(model, config, lr=phase.lr), lr=phase.lr,
+                                      betas=tuple(config.optim.betas))
+        scheduler = warmup_cosine(optimizer, int(round(config.optim.warmup_epochs * steps)), steps * phase.epochs,
+                                  config.optim.min_lr_ratio, config.optim.schedule)
+        for epoch in range(phase.first_epoch, phase.first_epoch + phase.epochs):
+            model.train()
+            dataset, _ = train_crops(store, train_idx, crop=config.data.crop, seed=config.seed, epoch=epoch,
+                                     with_labels=True, label_set=label_set, shard_index=rank, num_shards=world,
+                                     records_per_task=config.data.records_per_task, shuffle=config.data.shuffle,
+                                     shuffle_block=config.data.shuffle_block)
+            start = time.perf_counter()
+            total, done = _train_epoch(wrapped, dataset, optimizer, scheduler, loss_fn, per_worker, steps, device)
+            metrics = {"epoch": epoch, "phase": phase.name, "loss": total / max(1, done),
+                       "lr": float(scheduler.get_last_lr()[0]),
+                       "samples_per_s": done * per_worker * world / (time.perf_counter() - start)}
+            if rank == 0:
+                records, probs = predict_records(model, store, val_idx, window=config.data.window,
+                                                 stride=config.data.stride, device=device)
+                val = score(store, records, probs, label_set)
+                metrics["val_macro_auc"] = val["macro_auc"]
+                if val["macro_auc"] > best_auc:  # model selection by validation macro AUC
+                    best_auc, best_epoch = val["macro_auc"], epoch
+                    best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+            history.append(metrics)
+            if epoch < config.train.epochs - 1:
+                ray.train.report(metrics)
+        phase_summaries.append({"phase": phase.name, "first_epoch": phase.first_epoch, "epochs": phase.epochs,
+                                "lr": phase.lr, "train_encoder": phase.train_encoder,
+                                "best_epoch": best_epoch, "val_macro_auc": best_auc})
+        del wrapped  # drop this phase's DDP wrapper (and its gradient hooks) before the next one
+    # Final report: the last phase's best model on the test folds (+ noise grid), with a checkpoint carrying it.
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = None
         final = dict(history[-1])
         if rank == 0:
             model.load_state_dict(best_state)
-            evaluation = test_evaluation(config, model, store, test_idx, device)
+            evaluation, predictions = test_evaluation(config, model, store, test_idx, device)
             evaluation.update({"val_macro_auc": best_auc, "best_epoch": best_epoch, "batch_size": per_worker * world,
-                               "history": history, "train_records": int(len(train_idx)),
-                               "val_records": int(len(val_idx))})
+                               "phases": phase_summaries, "history": history,
+                               "train_records": int(len(train_idx)), "val_records": int(len(val_idx))})
             final.update({"val_macro_auc_best": best_auc, "best_epoch": best_epoch,
                           "test_macro_auc": evaluation["test_macro_auc"],
+                          "test_macro_auc_reference": evaluation["test_macro_auc_reference"],
                           "test_macro_auc_ci_low": evaluation["test_macro_auc_ci"][0],
                           "test_macro_auc_ci_high": evaluation["test_macro_auc_ci"][1],
                           "labels_scored": evaluation["labels_scored"]})
@@ -276,6 +185,7 @@ def downstream_worker(loop_config: dict[str, Any]) -> None:
                      "torch_rng": torch.get_rng_state()}
             save_checkpoint(tmp, state, history)
             (Path(tmp) / EVALUATION_FILE).write_text(json.dumps(evaluation, indent=1))
+            save_predictions(Path(tmp) / PREDICTIONS_FILE, predictions)
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
         ray.train.report(final, checkpoint=checkpoint)
 
@@ -302,34 +212,61 @@ def splits(config: Config, store: EcgStore) -> tuple[np.ndarray, np.ndarray, np.
     return train, val, test
 
 
-def test_evaluation(config: Config, model: nn.Module, store: EcgStore, test_idx: np.ndarray, device) -> dict:
-    """Clean test macro AUC with bootstrap CI and per-label AUCs, then every (noise type, SNR)."""
+def test_evaluation(config: Config, model: nn.Module, store: EcgStore, test_idx: np.ndarray,
+                    device) -> tuple[dict, Predictions]:
+    """Clean test macro AUC (both scales, bootstrap CIs, per-label AUCs), then every (noise type, SNR).
+
+    Returns the evaluation summary and the per-record test predictions that ``ecg-ray compare``
+    pairs between runs.
+    """
     label_set = config.data.label_set
+    min_positives = config.eval.min_test_positives
     records, probs = predict_records(model, store, test_idx, window=config.data.window, stride=config.data.stride,
                                      device=device)
-    clean = score(store, records, probs, label_set, bootstrap=config.eval.bootstrap, seed=config.seed)
+    clean = score(store, records, probs, label_set, bootstrap=config.eval.bootstrap, seed=config.seed,
+                  min_test_positives=min_positives)
     robustness = []
     for kind in config.noise.types:
         for snr in config.noise.snr_db:
             r, p = predict_records(model, store, test_idx, window=config.data.window, stride=config.data.stride,
                                    device=device, noise=(kind, float(snr)), noise_seed=config.noise.seed,
                                    mains_hz=config.noise.mains_hz)
-            noisy = score(store, r, p, label_set)
+            noisy = score(store, r, p, label_set, min_test_positives=min_positives)
             robustness.append({"noise_type": kind, "snr_db": float(snr), "test_macro_auc": noisy["macro_auc"],
+                               "test_macro_auc_reference": noisy["macro_auc_reference"],
                                "labels_scored": noisy["labels_scored"]})
-    return {
+    names = list(store.manifest["label_sets"][label_set])
+    table = store.records.iloc[records]
+    predictions = Predictions(record_ids=table["id"].astype(str).to_numpy(), probs=probs.astype(np.float32),
+                              labels=store.label_matrix(label_set)[records].astype(np.uint8), label_names=names,
+                              label_set=label_set)
+    nan2 = [float("nan"), float("nan")]
+    evaluation = {
         "mode": config.eval.mode,
         "variant": variant_name(config),
         "encoder": getattr(model, "encoder_name", config.model.encoder),
         "pretrained": config.eval.pretrained or config.eval.encoder or None,
         "method": pretraining_method(config),
+        "store": str(config.data.store),
+        "test_datasets": {str(k): int(v) for k, v in table["dataset"].astype(str).value_counts().sort_index().items()},
+        "train_folds": config.data.train_folds, "val_folds": config.data.val_folds,
+        "test_folds": config.data.test_folds,
         "label_set": label_set,
+        "n_labels": len(names),
         "label_fraction": config.data.label_fraction,
+        "seed": config.seed,
         "test_macro_auc": clean["macro_auc"],
-        "test_macro_auc_ci": clean.get("ci", [float("nan"), float("nan")]),
+        "test_macro_auc_ci": clean.get("ci", nan2),
+        "test_macro_auc_reference": clean["macro_auc_reference"],
+        "test_macro_auc_reference_ci": clean.get("ci_reference", nan2),
+        "test_macro_auc_ci_unscorable_share": clean.get("ci_unscorable_share"),
         "labels_scored": clean["labels_scored"],
         "labels_skipped": clean["labels_skipped"],
+        "min_test_positives": min_positives,
+        "labels_excluded": clean["labels_excluded"],
         "per_label_auc": clean["per_label_auc"],
         "test_records": int(len(records)),
+        "predictions": PREDICTIONS_FILE,
         "robustness": robustness,
     }
+    return evaluation, predictions

@@ -238,7 +238,7 @@ def pretrain_worker(loop_config: dict[str, Any]) -> None:
     autocast, scaler = precision_context(config.train.precision, device)
     method.on_train_start(total_steps)
 
-    start_epoch, history = 0, []
+    start_epoch, history, best = 0, [], None
     restored = ray.train.get_checkpoint()
     if restored is not None:
         state, history = read_ray_checkpoint(restored, map_location=device)
@@ -248,6 +248,7 @@ def pretrain_worker(loop_config: dict[str, Any]) -> None:
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         method.load_extra_state(state.get("method_state", {}))
+        best = state.get("best")
         torch.set_rng_state(state["torch_rng"].cpu())
         start_epoch = int(state["epoch"]) + 1
 
@@ -292,6 +293,8 @@ def pretrain_worker(loop_config: dict[str, Any]) -> None:
                    "start_epoch": start_epoch, "world_size": world}
         metrics.update(_validation(config, method, model, store, val_idx, per_worker, world, rank, device,
                                    autocast, has_labels, train_idx, linear_probe_auc))
+        if rank == 0:
+            best = track_best(best, metrics, epoch, method)
         # The history keeps what the epoch read; Ray gets only the scalar metrics.
         history.append({**metrics, "records_per_store": info.per_store, "too_short": too_short})
         is_last = epoch == config.train.epochs - 1
@@ -303,12 +306,37 @@ def pretrain_worker(loop_config: dict[str, Any]) -> None:
                              "scheduler": scheduler.state_dict(),
                              "scaler": scaler.state_dict() if scaler is not None else {},
                              "method_state": method.extra_state(), "epoch": epoch,
-                             "torch_rng": torch.get_rng_state(), "config": to_dict(config), "fs": store.fs}
+                             "torch_rng": torch.get_rng_state(), "config": to_dict(config), "fs": store.fs,
+                             "best": best}
                     save_checkpoint(tmp, state, history)
                     checkpoint = ray.train.Checkpoint.from_directory(tmp)
                 ray.train.report(metrics, checkpoint=checkpoint)
         else:
             ray.train.report(metrics)
+
+
+#: validation metrics by preference, with whether higher is better
+BEST_METRICS = (("val_macro_auc", True), ("val_loss", False))
+
+
+def track_best(best: dict | None, metrics: dict[str, Any], epoch: int, method: torch.nn.Module) -> dict | None:
+    """The best epoch so far by the run's validation metric, with a CPU copy of its encoder weights.
+
+    Every checkpoint carries it, so ``ecg-ray export RUN --best`` works whatever checkpoints Ray
+    kept (``train.keep_checkpoints``); the metric is the online probe's AUC when the run has one,
+    else the held-out SSL loss (the reference picked its CPC checkpoint by validation loss).
+    """
+    for name, higher in BEST_METRICS:
+        value = metrics.get(name)
+        if value is None or not math.isfinite(float(value)):
+            continue
+        if best is not None and best["metric"] == name:
+            better = value > best["value"] if higher else value < best["value"]
+            if not better:
+                return best
+        return {"epoch": int(epoch), "metric": name, "value": float(value), "higher_is_better": higher,
+                "encoder": {k: v.detach().cpu().clone() for k, v in method.encoder.state_dict().items()}}
+    return best
 
 
 def _validation(config, method, model, store, val_idx, per_worker, world, rank, device, autocast, has_labels,
@@ -330,13 +358,23 @@ def _validation(config, method, model, store, val_idx, per_worker, world, rank, 
                              shard_index=rank, num_shards=world, shuffle_block=config.data.shuffle_block)
     n_batches = (len(val_idx) // world) // batch
     total, count = torch.zeros((), device=device), 0
-    with torch.no_grad():
-        for x in dataset.iter_torch_batches(batch_size=batch, drop_last=True, device=device):
-            if count >= n_batches:
-                break
-            with autocast():
-                total += model(x["signal"])["loss"].float()
-            count += 1
+    # Validation must not change training state: eval mode keeps BatchNorm running statistics (and
+    # SwAV's queue) out of reach of validation data, and the augmentation generator is put back.
+    was_training = method.training
+    generator_state = method.generator.get_state() if method.generator is not None else None
+    method.eval()
+    try:
+        with torch.no_grad():
+            for x in dataset.iter_torch_batches(batch_size=batch, drop_last=True, device=device):
+                if count >= n_batches:
+                    break
+                with autocast():
+                    total += model(x["signal"])["loss"].float()
+                count += 1
+    finally:
+        method.train(was_training)
+        if generator_state is not None:
+            method.generator.set_state(generator_state)
     loss = total / max(1, count)
     if world > 1:
         torch.distributed.all_reduce(loss)

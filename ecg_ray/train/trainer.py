@@ -210,7 +210,8 @@ def resume_config(run_dir: str | Path, overrides: list[str], epochs: int | None)
 
 def validate_evaluation(config: Config) -> EcgStore:
     from ecg_ray.models import ENCODERS
-    from ecg_ray.train.downstream import MODES, load_encoder_weights, splits
+    from ecg_ray.train.classifier import DISCRIMINATIVE_GROUPS
+    from ecg_ray.train.downstream import MODES, load_encoder_weights, plan_phases, splits
 
     if config.eval.mode not in MODES:
         raise ConfigError(f"eval.mode: unknown mode {config.eval.mode!r}; choose one of {', '.join(MODES)}")
@@ -223,6 +224,18 @@ def validate_evaluation(config: Config) -> EcgStore:
         raise ConfigError(f"model.encoder: unknown encoder {config.model.encoder!r}")
     if config.eval.head not in ("auto", "linear", "mlp"):
         raise ConfigError(f"eval.head: unknown head {config.eval.head!r} (auto, linear, mlp)")
+    if config.eval.discriminative_groups not in DISCRIMINATIVE_GROUPS:
+        raise ConfigError(f"eval.discriminative_groups: unknown rule {config.eval.discriminative_groups!r}; "
+                          f"choose one of {', '.join(DISCRIMINATIVE_GROUPS)}")
+    if not config.eval.discriminative_lr_factor > 0:
+        raise ConfigError(f"eval.discriminative_lr_factor must be > 0, got {config.eval.discriminative_lr_factor}")
+    if config.eval.finetune_lr is not None and not config.eval.finetune_lr > 0:
+        raise ConfigError(f"eval.finetune_lr must be > 0 (or null = optim.lr), got {config.eval.finetune_lr}")
+    if config.eval.min_test_positives < 1:
+        raise ConfigError(f"eval.min_test_positives must be >= 1, got {config.eval.min_test_positives}")
+    if config.eval.head_only_epochs < 0:
+        raise ConfigError(f"eval.head_only_epochs must be >= 0, got {config.eval.head_only_epochs}")
+    plan_phases(config)  # head-only epochs must leave all-layers epochs
     load_encoder_weights(config)  # fails early on a missing or foreign file
     if config.data.stores:
         raise ConfigError("evaluation trains and tests on one labelled store (data.store); data.stores mixes "
@@ -252,6 +265,7 @@ def run_evaluation(config: Config, output: str | Path | None, callbacks: list | 
     """Train/evaluate one downstream model; writes RUN_DIR/evaluation.json; returns the summary."""
     import json
 
+    from ecg_ray.evaluation.predictions import PREDICTIONS_FILE
     from ecg_ray.train.downstream import EVALUATION_FILE, downstream_worker
 
     validate_evaluation(config)
@@ -266,12 +280,20 @@ def run_evaluation(config: Config, output: str | Path | None, callbacks: list | 
     evaluation["run_dir"] = summary["run_dir"]
     evaluation["checkpoint"] = checkpoint
     storage.write_text(json.dumps(evaluation, indent=1), storage.join(summary["run_dir"], EVALUATION_FILE))
+    # The per-record test predictions sit beside evaluation.json so that `ecg-ray compare` finds them.
+    predictions = storage.join(checkpoint, PREDICTIONS_FILE)
+    if storage.exists(predictions):
+        storage.write_bytes(storage.read_bytes(predictions), storage.join(summary["run_dir"], PREDICTIONS_FILE))
     return {
         "mode": evaluation["mode"],
         "variant": evaluation["variant"],
         "val_macro_auc": evaluation["val_macro_auc"],
         "test_macro_auc": evaluation["test_macro_auc"],
         "test_macro_auc_ci": evaluation["test_macro_auc_ci"],
+        "test_macro_auc_reference": evaluation["test_macro_auc_reference"],
+        "test_macro_auc_reference_ci": evaluation["test_macro_auc_reference_ci"],
+        "min_test_positives": evaluation["min_test_positives"],
+        "labels_excluded": [item["label"] for item in evaluation["labels_excluded"]],
         "labels_scored": evaluation["labels_scored"],
         "labels_skipped": evaluation["labels_skipped"],
         "best_epoch": evaluation["best_epoch"],

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 from ecg_ray.errors import EcgRayError
@@ -200,10 +199,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON summary on the last line")
 
     p = sub.add_parser("export", help="export a run's encoder weights",
-                       description="Write the encoder of RUN_DIR's newest checkpoint to a file loadable with "
+                       description="Write the encoder of RUN_DIR's newest checkpoint (or, with --best, of its best "
+                                   "epoch by the validation metric) to a file loadable with "
                                    "torch.load(..., weights_only=True) (see README).")
     p.add_argument("run_dir", type=_location, help="pretraining run directory or URI")
     p.add_argument("--out", type=_location, required=True, help="output file or URI, e.g. encoder.pt")
+    p.add_argument("--best", action="store_true",
+                   help="the epoch with the best validation metric (probe macro AUC, else held-out SSL loss) "
+                        "instead of the latest")
+    p.add_argument("--json", action="store_true", help="print a JSON summary on the last line")
+
+    p = sub.add_parser("compare", help="paired bootstrap of two evaluations on the same test records",
+                       description="Compare two `ecg-ray evaluate` runs (run directories or evaluation.json "
+                                   "files) on the same test records: the macro AUC difference B - A with its "
+                                   "paired-bootstrap 95%% interval and p-value, on our scale and the reference's, "
+                                   "plus per-label differences. Refuses runs on different test records.")
+    p.add_argument("a", type=_location, help="evaluation A (run directory or evaluation.json)")
+    p.add_argument("b", type=_location, help="evaluation B (run directory or evaluation.json)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="paired resamples (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="resampling seed")
+    p.add_argument("--min-test-positives", type=int, default=None,
+                   help="labels need this many test positives (default: the larger of the two runs' settings)")
     p.add_argument("--json", action="store_true", help="print a JSON summary on the last line")
 
     p = sub.add_parser("download", help="download a public dataset",
@@ -214,136 +230,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which PTB-XL records to fetch")
     p.add_argument("--timeout", type=float, default=20.0, help="network timeout in seconds")
     return parser
-
-
-def _make_sources(args) -> list:
-    kind, src = args.kind, list(args.src)
-    if kind == "synthetic":
-        from ecg_ray.data.sources.synthetic import SyntheticSource
-
-        if src:
-            raise EcgRayError("prepare synthetic takes no source path (use --records, --classes, --seed)")
-        return [SyntheticSource(n_records=args.records, fs_out=args.target_fs, seed=args.seed,
-                                classes=args.classes)]
-    if not src:
-        raise EcgRayError(f"prepare {kind} needs a source path")
-    for path in src:
-        if not path.exists():
-            raise EcgRayError(f"{path}: no such file or directory")
-    if kind == "ptbxl":
-        from ecg_ray.data.sources.ptbxl import PtbxlSource
-
-        return [PtbxlSource(path, rate=args.rate, fs_out=args.target_fs) for path in src]
-    if kind == "cinc":
-        from ecg_ray.data.sources.cinc import CincSource
-
-        return [CincSource(src, fs_out=args.target_fs)]
-    if kind == "code15":
-        from ecg_ray.data.sources.code15 import Code15Source
-
-        return [Code15Source(path, fs_out=args.target_fs, exams_csv=args.exams_csv) for path in src]
-    if kind == "numpy":
-        from ecg_ray.data.sources.arrays import ArraySource
-
-        if args.fs is None:
-            raise EcgRayError("prepare numpy needs --fs (the sampling rate of the array)")
-        if len(src) != 1:
-            raise EcgRayError("prepare numpy takes exactly one array path")
-        return [ArraySource(src[0], fs=args.fs, labels_csv=args.labels, layout=args.layout,
-                            fs_out=args.target_fs)]
-    raise EcgRayError(f"unknown source kind {kind}")
-
-
-def cmd_prepare(args) -> dict:
-    from ecg_ray.data.prepare import Exclusions, prepare_store
-    from ecg_ray.data.store import DEFAULT_CHUNK_SAMPLES, DEFAULT_CODEC, EcgStore
-
-    patients = set()
-    if args.exclude_patients is not None:
-        if not args.exclude_patients.exists():
-            raise EcgRayError(f"{args.exclude_patients}: no such file")
-        patients = {line.strip() for line in args.exclude_patients.read_text().splitlines() if line.strip()}
-    exclusions = Exclusions(datasets=set(args.exclude_datasets), folds=set(args.exclude_folds),
-                            patients=patients, ptbxl_db=args.ptbxl_db, ptbxl_folds=set(args.exclude_ptbxl_folds))
-    sources = _make_sources(args)
-    start = time.perf_counter()
-    prepare_store(sources, args.out, fs=args.target_fs, on_error=args.on_error, exclusions=exclusions,
-                  chunk_samples=args.chunk_samples or DEFAULT_CHUNK_SAMPLES, codec=args.codec or DEFAULT_CODEC,
-                  workers=args.workers, overwrite=args.overwrite, progress=not args.no_progress)
-    elapsed = time.perf_counter() - start
-    summary = EcgStore(args.out).summary()
-    summary["seconds"] = round(elapsed, 2)
-    _print_summary(summary, title=f"prepared {args.out} in {elapsed:.1f} s")
-    return summary
-
-
-def cmd_inspect(args) -> dict:
-    from ecg_ray.data.corpus import combined_summary
-    from ecg_ray.data.store import EcgStore
-
-    stores = [EcgStore(path) for path in args.store]
-    summaries = [_inspect_one(store, args.verify) for store in stores]
-    if len(stores) == 1:
-        return summaries[0]
-    corpus = combined_summary(summaries)
-    print(f"corpus of {len(stores)} stores")
-    print(f"  records     {corpus['records']} ({corpus['hours']} h), {corpus['bytes'] / 1e6:.1f} MB on disk")
-    print("  datasets    " + ", ".join(f"{k}: {v}" for k, v in corpus["per_dataset"].items()))
-    if not corpus["compatible"]:
-        print("  WARNING: the stores differ in sampling rate or leads; they cannot be pretrained on together")
-    if args.verify:
-        corpus["verified"] = all(s["verified"] for s in summaries)
-    return corpus
-
-
-def _inspect_one(store, verify: bool) -> dict:
-    summary = store.summary()
-    if verify:
-        problems = store.verify()
-        summary["verified"] = not problems
-        summary["problems"] = problems
-    _print_summary(summary, title=f"store {store.path}")
-    if verify and summary["problems"]:
-        for problem in summary["problems"]:
-            print(f"  VERIFY FAILED: {problem}")
-    elif verify:
-        print("  verify: all checksums match")
-    return summary
-
-
-def _print_summary(summary: dict, title: str) -> None:
-    print(title)
-    print(f"  records     {summary['records']} ({summary['hours']} h at {summary['fs']} Hz), "
-          f"{summary['bytes'] / 1e6:.1f} MB on disk, codec {summary['codec']}")
-    print(f"  leads       {' '.join(summary['leads'])}")
-    labels = summary["label_names"]
-    print(f"  labels      {len(labels)}: {' '.join(labels[:12])}{' ...' if len(labels) > 12 else ''}")
-    if summary.get("label_sets"):
-        print("  label sets  " + ", ".join(f"{k} ({v})" for k, v in summary["label_sets"].items()))
-    print("  datasets    " + ", ".join(f"{k}: {v}" for k, v in summary["per_dataset"].items()))
-    if summary["per_fold"]:
-        print("  folds       " + ", ".join(f"{k}: {v}" for k, v in summary["per_fold"].items()))
-    if summary.get("excluded"):
-        print("  excluded    " + ", ".join(f"{k}: {v}" for k, v in summary["excluded"].items()))
-    warnings = summary.get("label_warnings") or {}
-    if warnings.get("total"):
-        texts = warnings["unmapped"]
-        print(f"  label text  {warnings['records']} record(s) carry diagnosis text kept as label names: "
-              + ", ".join(f"{k!r}: {v}" for k, v in list(texts.items())[:10]) + (" ..." if len(texts) > 10 else ""))
-    skipped = summary["skipped"]
-    print(f"  skipped     {len(skipped)}")
-    for item in skipped[:20]:
-        print(f"    {item['id']}: {item['file']}: {item['reason']}")
-    if len(skipped) > 20:
-        print(f"    ... {len(skipped) - 20} more (see manifest.json)")
-
-
-def cmd_download(args) -> dict:
-    from ecg_ray.data.download import download_ptbxl
-
-    result = download_ptbxl(args.dir, fs_choice=args.rate, timeout=args.timeout)
-    print(f"downloaded PTB-XL to {args.dir}")
-    return {"dir": str(args.dir), "result": result if isinstance(result, dict | list | str | int) else None}
 
 
 def pretrain_config(args):
@@ -445,29 +331,12 @@ def cmd_sweep(args) -> dict:
     return summary
 
 
-def cmd_report(args) -> dict:
-    from ecg_ray.report import write_report
-    from ecg_ray.storage import is_uri
-
-    if is_uri(args.dir):
-        raise EcgRayError(f"{args.dir}: report reads a local directory; copy it down first, e.g. "
-                          f"aws s3 sync {args.dir} ./{Path(args.dir.split('://', 1)[1]).name}")
-    path = write_report(Path(args.dir), args.out)
-    print(f"report written to {path}")
-    return {"report": str(path)}
-
-
-def cmd_export(args) -> dict:
-    from ecg_ray.train.checkpoint import export_encoder
-
-    summary = export_encoder(args.run_dir, args.out)
-    print(f"exported {summary['encoder']} ({summary['method']}, epoch {summary['epoch']}) to {summary['out']}")
-    return summary
-
+from ecg_ray.cli.data_commands import cmd_download, cmd_inspect, cmd_prepare  # noqa: E402
+from ecg_ray.cli.result_commands import cmd_compare, cmd_export, cmd_report  # noqa: E402
 
 COMMANDS = {"prepare": cmd_prepare, "inspect": cmd_inspect, "download": cmd_download,
             "pretrain": cmd_pretrain, "export": cmd_export, "evaluate": cmd_evaluate, "sweep": cmd_sweep,
-            "report": cmd_report}
+            "report": cmd_report, "compare": cmd_compare}
 
 
 def main(argv: list[str] | None = None) -> int:

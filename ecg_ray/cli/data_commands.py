@@ -1,0 +1,139 @@
+"""``ecg-ray prepare``, ``inspect`` and ``download``: building, checking and fetching data stores."""
+
+from __future__ import annotations
+
+import time
+
+from ecg_ray.errors import EcgRayError
+
+
+def _make_sources(args) -> list:
+    kind, src = args.kind, list(args.src)
+    if kind == "synthetic":
+        from ecg_ray.data.sources.synthetic import SyntheticSource
+
+        if src:
+            raise EcgRayError("prepare synthetic takes no source path (use --records, --classes, --seed)")
+        return [SyntheticSource(n_records=args.records, fs_out=args.target_fs, seed=args.seed,
+                                classes=args.classes)]
+    if not src:
+        raise EcgRayError(f"prepare {kind} needs a source path")
+    for path in src:
+        if not path.exists():
+            raise EcgRayError(f"{path}: no such file or directory")
+    if kind == "ptbxl":
+        from ecg_ray.data.sources.ptbxl import PtbxlSource
+
+        return [PtbxlSource(path, rate=args.rate, fs_out=args.target_fs) for path in src]
+    if kind == "cinc":
+        from ecg_ray.data.sources.cinc import CincSource
+
+        return [CincSource(src, fs_out=args.target_fs)]
+    if kind == "code15":
+        from ecg_ray.data.sources.code15 import Code15Source
+
+        return [Code15Source(path, fs_out=args.target_fs, exams_csv=args.exams_csv) for path in src]
+    if kind == "numpy":
+        from ecg_ray.data.sources.arrays import ArraySource
+
+        if args.fs is None:
+            raise EcgRayError("prepare numpy needs --fs (the sampling rate of the array)")
+        if len(src) != 1:
+            raise EcgRayError("prepare numpy takes exactly one array path")
+        return [ArraySource(src[0], fs=args.fs, labels_csv=args.labels, layout=args.layout,
+                            fs_out=args.target_fs)]
+    raise EcgRayError(f"unknown source kind {kind}")
+
+
+def cmd_prepare(args) -> dict:
+    from ecg_ray.data.prepare import Exclusions, prepare_store
+    from ecg_ray.data.store import DEFAULT_CHUNK_SAMPLES, DEFAULT_CODEC, EcgStore
+
+    patients = set()
+    if args.exclude_patients is not None:
+        if not args.exclude_patients.exists():
+            raise EcgRayError(f"{args.exclude_patients}: no such file")
+        patients = {line.strip() for line in args.exclude_patients.read_text().splitlines() if line.strip()}
+    exclusions = Exclusions(datasets=set(args.exclude_datasets), folds=set(args.exclude_folds),
+                            patients=patients, ptbxl_db=args.ptbxl_db, ptbxl_folds=set(args.exclude_ptbxl_folds))
+    sources = _make_sources(args)
+    start = time.perf_counter()
+    prepare_store(sources, args.out, fs=args.target_fs, on_error=args.on_error, exclusions=exclusions,
+                  chunk_samples=args.chunk_samples or DEFAULT_CHUNK_SAMPLES, codec=args.codec or DEFAULT_CODEC,
+                  workers=args.workers, overwrite=args.overwrite, progress=not args.no_progress)
+    elapsed = time.perf_counter() - start
+    summary = EcgStore(args.out).summary()
+    summary["seconds"] = round(elapsed, 2)
+    _print_summary(summary, title=f"prepared {args.out} in {elapsed:.1f} s")
+    return summary
+
+
+def cmd_inspect(args) -> dict:
+    from ecg_ray.data.corpus import combined_summary
+    from ecg_ray.data.store import EcgStore
+
+    stores = [EcgStore(path) for path in args.store]
+    summaries = [_inspect_one(store, args.verify) for store in stores]
+    if len(stores) == 1:
+        return summaries[0]
+    corpus = combined_summary(summaries)
+    print(f"corpus of {len(stores)} stores")
+    print(f"  records     {corpus['records']} ({corpus['hours']} h), {corpus['bytes'] / 1e6:.1f} MB on disk")
+    print("  datasets    " + ", ".join(f"{k}: {v}" for k, v in corpus["per_dataset"].items()))
+    if not corpus["compatible"]:
+        print("  WARNING: the stores differ in sampling rate or leads; they cannot be pretrained on together")
+    if args.verify:
+        corpus["verified"] = all(s["verified"] for s in summaries)
+    return corpus
+
+
+def _inspect_one(store, verify: bool) -> dict:
+    summary = store.summary()
+    if verify:
+        problems = store.verify()
+        summary["verified"] = not problems
+        summary["problems"] = problems
+    _print_summary(summary, title=f"store {store.path}")
+    if verify and summary["problems"]:
+        for problem in summary["problems"]:
+            print(f"  VERIFY FAILED: {problem}")
+    elif verify:
+        print("  verify: all checksums match")
+    return summary
+
+
+def _print_summary(summary: dict, title: str) -> None:
+    print(title)
+    print(f"  records     {summary['records']} ({summary['hours']} h at {summary['fs']} Hz), "
+          f"{summary['bytes'] / 1e6:.1f} MB on disk, codec {summary['codec']}")
+    print(f"  leads       {' '.join(summary['leads'])}")
+    labels = summary["label_names"]
+    print(f"  labels      {len(labels)}: {' '.join(labels[:12])}{' ...' if len(labels) > 12 else ''}")
+    if summary.get("label_sets"):
+        print("  label sets  " + ", ".join(f"{k} ({v})" for k, v in summary["label_sets"].items()))
+    print("  datasets    " + ", ".join(f"{k}: {v}" for k, v in summary["per_dataset"].items()))
+    if summary["per_fold"]:
+        print("  folds       " + ", ".join(f"{k}: {v}" for k, v in summary["per_fold"].items()))
+    if summary.get("excluded"):
+        print("  excluded    " + ", ".join(f"{k}: {v}" for k, v in summary["excluded"].items()))
+    warnings = summary.get("label_warnings") or {}
+    if warnings.get("total"):
+        texts = warnings["unmapped"]
+        print(f"  label text  {warnings['records']} record(s) carry diagnosis text kept as label names: "
+              + ", ".join(f"{k!r}: {v}" for k, v in list(texts.items())[:10]) + (" ..." if len(texts) > 10 else ""))
+    skipped = summary["skipped"]
+    print(f"  skipped     {len(skipped)}")
+    for item in skipped[:20]:
+        print(f"    {item['id']}: {item['file']}: {item['reason']}")
+    if len(skipped) > 20:
+        print(f"    ... {len(skipped) - 20} more (see manifest.json)")
+
+
+def cmd_download(args) -> dict:
+    from ecg_ray.data.download import download_ptbxl
+
+    result = download_ptbxl(args.dir, fs_choice=args.rate, timeout=args.timeout)
+    print(f"downloaded PTB-XL to {args.dir}")
+    return {"dir": str(args.dir), "result": result if isinstance(result, dict | list | str | int) else None}
+
+

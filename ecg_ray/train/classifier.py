@@ -1,0 +1,167 @@
+"""The downstream network (encoder + head), where its weights come from, and its learning rates.
+
+* :class:`Classifier` wraps an encoder and a head; a frozen encoder keeps its BatchNorm in eval
+  mode (the linear protocol) and can be unfrozen between training phases.
+* :func:`build_classifier` loads the encoder from an exported file or a pretraining run.
+* :func:`parameter_groups` gives the head ``lr`` and the encoder discriminative rates, either one
+  factor on the whole encoder (``eval.discriminative_groups: encoder``) or the reference's
+  ``--discriminative_lr`` rule, ``lr x factor^k`` for the k-th layer group below the head
+  (``layer_groups``; the reference divided by 4 per group, i.e. factor 0.25).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from ecg_ray.config import Config
+from ecg_ray.errors import ConfigError
+
+MODES = ("linear", "finetune", "supervised")
+DISCRIMINATIVE_GROUPS = ("encoder", "layer_groups")
+
+
+class Classifier(nn.Module):
+    """Encoder + head; a frozen encoder gets no gradients and stays in eval mode."""
+
+    def __init__(self, encoder: nn.Module, head: nn.Module, freeze_encoder: bool):
+        super().__init__()
+        self.encoder, self.head = encoder, head
+        self.freeze_encoder = False
+        self.set_encoder_trainable(not freeze_encoder)
+
+    def set_encoder_trainable(self, trainable: bool) -> None:
+        """Freeze (head-only phase, linear protocol) or unfreeze the encoder.
+
+        Under DistributedDataParallel this must happen before the model is wrapped: DDP registers
+        the parameters that require gradients when it is built and expects every one of them to
+        get a gradient in each backward pass.
+        """
+        self.freeze_encoder = not trainable
+        for p in self.encoder.parameters():
+            p.requires_grad_(trainable)
+        self.train(self.training)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.freeze_encoder:
+            self.encoder.eval()  # frozen BN statistics: the linear protocol
+        return self
+
+    def forward(self, x):
+        return self.head(self.encoder(x))
+
+
+def pretraining_method(config: Config) -> str | None:
+    """The self-supervised method behind eval.encoder / eval.pretrained (None for random init)."""
+    from ecg_ray.train.checkpoint import latest_checkpoint, load_encoder_payload, load_state
+
+    if config.eval.encoder:
+        return load_encoder_payload(config.eval.encoder).get("method")
+    if config.eval.pretrained:
+        return load_state(latest_checkpoint(config.eval.pretrained))["config"]["method"]["name"]
+    return None
+
+
+def load_encoder_weights(config: Config, map_location="cpu") -> tuple[str, dict | None]:
+    """(encoder name, state dict or None) from eval.encoder (exported file) or eval.pretrained (run dir)."""
+    from ecg_ray.train.checkpoint import latest_checkpoint, load_encoder_payload, load_state
+
+    if config.eval.encoder and config.eval.pretrained:
+        raise ConfigError("eval.encoder and eval.pretrained are exclusive; give one")
+    if config.eval.encoder:
+        payload = load_encoder_payload(config.eval.encoder, map_location)
+        return payload["encoder"], payload["state_dict"]
+    if config.eval.pretrained:
+        state = load_state(latest_checkpoint(config.eval.pretrained), map_location=map_location)
+        prefix = "encoder."
+        weights = {k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)}
+        return state["config"]["model"]["encoder"], weights
+    return config.model.encoder, None
+
+
+def build_classifier(config: Config, n_labels: int, map_location="cpu") -> Classifier:
+    from ecg_ray.models import build_encoder, build_head
+
+    mode = config.eval.mode
+    if mode not in MODES:
+        raise ConfigError(f"eval.mode: unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    name, weights = load_encoder_weights(config, map_location)
+    if mode == "supervised" and weights is not None:
+        raise ConfigError("eval.mode=supervised trains from random initialisation; drop --encoder/--pretrained")
+    encoder = build_encoder(name)
+    if weights is not None:
+        encoder.load_state_dict(weights)
+    kind = config.eval.head
+    if kind == "auto":
+        kind = "mlp" if (name == "cpc_4fc2lstm" and mode != "linear") else "linear"
+    head = build_head(kind, encoder.feature_dim, n_labels)
+    classifier = Classifier(encoder, head, freeze_encoder=mode == "linear")
+    classifier.encoder_name = name
+    return classifier
+
+
+def encoder_layer_groups(encoder: nn.Module) -> list[nn.Module]:
+    """The encoder's layer groups from the input side up.
+
+    An encoder may say with ``layer_groups()``; otherwise: the CPC network is its per-step layers
+    then its LSTM; an xresnet is its stem then each of its stages; any other encoder is its direct
+    children that hold parameters. Parameters outside every group (none in our encoders) join the
+    group nearest the head, so none is left untrained.
+    """
+    if hasattr(encoder, "layer_groups"):
+        return list(encoder.layer_groups())
+    if hasattr(encoder, "lstm") and hasattr(encoder, "encoder"):
+        return [encoder.encoder, encoder.lstm]
+    if hasattr(encoder, "stem") and hasattr(encoder, "stages"):
+        return [encoder.stem, *encoder.stages]
+    return [child for child in encoder.children() if any(True for _ in child.parameters())]
+
+
+def parameter_groups(model: Classifier, config: Config, lr: float | None = None) -> list[dict[str, Any]]:
+    """Optimizer groups: the head at ``lr`` (default optim.lr), a trainable encoder at discriminative rates.
+
+    ``encoder`` rule: the whole encoder at lr x factor, except the CPC network, whose LSTM gets
+    lr x factor and per-step layers lr x factor^2 (the reference's CPC fine-tuning). ``layer_groups``
+    rule: the k-th layer group below the head (k = 1 nearest the head) at lr x factor^k.
+    Weight decay skips biases and normalisation parameters (see :func:`ecg_ray.optim.parameter_groups`).
+    """
+    from ecg_ray.optim import parameter_groups as decay_groups
+
+    lr = config.optim.lr if lr is None else lr
+    factor, wd = config.eval.discriminative_lr_factor, config.optim.weight_decay
+    rule = config.eval.discriminative_groups
+    if rule not in DISCRIMINATIVE_GROUPS:
+        raise ConfigError(f"eval.discriminative_groups: unknown rule {rule!r}; choose one of "
+                          f"{', '.join(DISCRIMINATIVE_GROUPS)}")
+    groups = [{**g, "lr": lr} for g in decay_groups(model.head, wd)]
+    if model.freeze_encoder:
+        return groups
+    encoder = model.encoder
+    layered = rule == "layer_groups" or (hasattr(encoder, "lstm") and hasattr(encoder, "encoder"))
+    if factor == 1.0 or not layered:
+        return groups + [{**g, "lr": lr * factor} for g in decay_groups(encoder, wd)]
+    parts = encoder_layer_groups(encoder)
+    if rule == "encoder":
+        parts = parts[-2:]  # CPC: per-step layers x factor^2, LSTM x factor
+    seen: set[int] = set()
+    for depth, module in enumerate(reversed(parts), start=1):
+        params = [p for p in module.parameters() if p.requires_grad and id(p) not in seen]
+        seen.update(id(p) for p in params)
+        groups += [{**g, "lr": lr * factor ** depth} for g in _decay_groups_of(module, params, wd, decay_groups)]
+    rest = [p for p in encoder.parameters() if p.requires_grad and id(p) not in seen]
+    if rest:
+        groups += [{**g, "lr": lr * factor} for g in _decay_groups_of(encoder, rest, wd, decay_groups)]
+    return groups
+
+
+def _decay_groups_of(module: nn.Module, params: list, wd: float, decay_groups) -> list[dict[str, Any]]:
+    """``decay_groups(module)`` restricted to ``params`` (norm layers found through ``module``)."""
+    wanted = {id(p) for p in params}
+    out = []
+    for group in decay_groups(module, wd):
+        kept = [p for p in group["params"] if id(p) in wanted]
+        if kept:
+            out.append({**group, "params": kept})
+    return out
