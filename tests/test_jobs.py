@@ -238,6 +238,6 @@ def test_pretrain_runs_as_ray_job(ray_cluster, ptbxl_store, tmp_path):
     packages = [p for p in unpacked.glob("_ray_pkg_*") if p.is_dir()]  # beside them lie *.zip.lock files
     assert len(packages) == 1, packages
     package = packages[0]
-    assert (package / "ecg_ray" / "cli.py").is_file()
+    assert (package / "ecg_ray" / "cli" / "__init__.py").is_file()
     assert (package / "jobs" / "smoke" / "simclr.yaml").is_file()
     assert not (package / ".venv").exists() and not (package / ".git").exists()

@@ -46,11 +46,16 @@ def fake_robustness(path: Path) -> None:
 
 
 def fake_evaluation(run_dir: Path, mode: str, method: str | None, test: float) -> None:
+    """A summary of a run on the paper's protocol (PTB-XL store, folds 1-8 / 9 / 10, all 71 labels)."""
     run_dir.mkdir(parents=True)
     summary = {"mode": mode, "variant": f"{method} {mode}" if method else mode, "method": method,
                "encoder": "xresnet1d50", "val_macro_auc": test - 0.005, "test_macro_auc": test,
                "test_macro_auc_ci": [test - 0.011, test + 0.011], "labels_scored": 71, "best_epoch": 12,
-               "per_label_auc": {"NORM": 0.95, "IMI": 0.88}, "run_dir": str(run_dir)}
+               "per_label_auc": {"NORM": 0.95, "IMI": 0.88}, "run_dir": str(run_dir),
+               "store": "/data/stores/ptbxl", "test_datasets": {"ptbxl": 2198}, "train_folds": list(range(1, 9)),
+               "val_folds": [9], "test_folds": [10], "label_set": "all", "n_labels": 71,
+               # Every label of the full test fold has positives, so both scales agree here.
+               "test_macro_auc_reference": test, "min_test_positives": 1, "labels_excluded": [], "seed": 0}
     (run_dir / "evaluation.json").write_text(json.dumps(summary))
 
 
@@ -103,7 +108,10 @@ def test_full_report(artefacts):
     # Paper layout with our numbers and the published reference beside them.
     assert "published" in text
     assert "| xresnet1d50 | SimCLR | 0.881 | — | 0.883 ± 0.003 | 0.927 ± 0.003 |" in text
-    assert "| xresnet1d50 | none (supervised / random init) | — | 0.920 | 0.721 ± 0.016 | 0.924 ± 0.005 |" in text
+    # No random-init linear evaluation here: the baseline cell says so and the text gives the command.
+    assert "| xresnet1d50 | none (supervised / random init) | not run | 0.920 | 0.721 ± 0.016 | 0.924 ± 0.005 |" \
+        in text
+    assert "ecg-ray evaluate --config jobs/paper/eval-linear.yaml --store /data/stores/ptbxl --output DIR" in text
     assert "0.881 [0.870, 0.892]" in text  # evaluation summary with its CI
     assert "| NORM |" in text  # per-label table
     # Pretraining: the newest checkpoint (6 epochs) is the one reported.
@@ -145,9 +153,9 @@ def test_minimal_csv_tables(tmp_path):
 
 
 def test_without_matplotlib_tables_are_still_written(artefacts, monkeypatch):
-    import ecg_ray.report as report
+    from ecg_ray.report import plots
 
-    monkeypatch.setattr(report, "_new_figure", lambda width, height: None)
+    monkeypatch.setattr(plots, "new_figure", lambda width, height: None)
     out = write_report(artefacts)
     text = out.read_text()
     assert "matplotlib is not installed" in text

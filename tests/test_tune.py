@@ -20,7 +20,7 @@ def _write(tmp_path, spec: dict) -> Path:
     return path
 
 
-@pytest.mark.parametrize("name", ["hparam-simclr", "label-fraction", "robustness"])
+@pytest.mark.parametrize("name", sorted(p.stem for p in (JOBS / "sweeps").glob("*.yaml")))
 def test_shipped_sweeps_validate(name):
     spec = load_sweep(JOBS / "sweeps" / f"{name}.yaml")
     assert spec["search"] or spec["variants"]
