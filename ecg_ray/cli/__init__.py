@@ -219,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=int, default=1000, help="paired resamples (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="resampling seed")
     p.add_argument("--min-test-positives", type=int, default=None,
-                   help="labels need this many test positives (default: the larger of the two runs' settings)")
+                   help="labels need this many test positives to be compared (default 1; 10 = recent benchmark papers)")
     p.add_argument("--json", action="store_true", help="print a JSON summary on the last line")
 
     p = sub.add_parser("download", help="download a public dataset",

@@ -285,3 +285,21 @@ def test_speed_of_a_ptbxl_sized_comparison():
     elapsed = time.perf_counter() - start
     assert elapsed < 10.0, f"paired bootstrap took {elapsed:.1f} s"  # about 0.4 s on a 2-core machine
     assert result["significant"] and len(result["labels_compared"]) + len(result["labels_excluded"]) == 71
+
+
+def test_compare_command(tmp_path, capsys):
+    """``ecg-ray compare A B --json``: exit 0 with the result; runs on other test records: exit 2, named."""
+    from ecg_ray.cli import main
+
+    for name, signal, noise, n in (("a", 0.5, 1, 120), ("b", 2.0, 2, 120), ("other", 2.0, 2, 100)):
+        save_predictions(tmp_path / name / PREDICTIONS_FILE, make(n, seed=8, signal=signal, noise_seed=noise))
+        (tmp_path / name / "evaluation.json").write_text(json.dumps({"variant": name}))
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b" / "evaluation.json"), "--bootstrap", "200",
+                 "--min-test-positives", "5", "--json"]) == 0
+    out = capsys.readouterr().out
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["significant"] is True and result["difference"] > 0 and result["n_boot"] == 200
+    assert result["labels_excluded"] == ["RARE"] and "95% CI" in out
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "other")]) == 2
+    assert "ecg-ray compare: error:" in capsys.readouterr().err
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--bootstrap", "0"]) == 2
