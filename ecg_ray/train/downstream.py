@@ -4,8 +4,11 @@ The paper's protocol: train on random 2.5 s crops of the training folds with mul
 select the epoch by the validation folds' macro AUC, then score the test folds with sliding
 windows (250, stride 125) whose sigmoid outputs are averaged per record. Linear evaluation
 freezes the encoder and keeps its BatchNorm in eval mode; fine-tuning can train the head alone
-first and then all layers with discriminative learning rates; supervised trains the same network
-from random initialisation (the baseline every comparison needs).
+first and then all layers with discriminative learning rates (:func:`plan_phases`: the second phase
+restarts from the first phase's best epoch with a new optimizer, and selection runs within it);
+supervised trains the same network from random initialisation (the baseline every comparison needs).
+The network and its learning rates are in :mod:`ecg_ray.train.classifier`, test scoring in
+:mod:`ecg_ray.evaluation.scoring`.
 """
 
 from __future__ import annotations
