@@ -184,6 +184,10 @@ class EvalConfig:
     #: finetune with head_only_epochs > 0: the base lr of the all-layers phase (null = optim.lr); that
     #: phase restarts from the best head-only epoch (by validation macro AUC) with a fresh optimizer
     finetune_lr: float | None = None
+    #: the head's output bias at the start: "default" (PyTorch's init, as the reference) or "prior" =
+    #: log-odds of each label's prevalence in the training records, so that the first steps are not spent
+    #: learning label frequencies (with few steps, e.g. a small store, they otherwise dominate the weights)
+    head_bias_init: str = "default"
     #: labels need at least this many positives in the test folds to be scored in test_macro_auc
     #: (10 = the filter of recent ECG benchmark papers); the excluded labels are listed
     min_test_positives: int = 1

@@ -35,6 +35,7 @@ from ecg_ray.evaluation.scoring import predict_records, score
 from ecg_ray.train.classifier import (  # noqa: F401  (re-exported for ecg_ray.train.trainer)
     MODES,
     build_classifier,
+    init_head_bias,
     load_encoder_weights,
     parameter_groups,
     pretraining_method,
@@ -122,7 +123,10 @@ def downstream_worker(loop_config: dict[str, Any]) -> None:
         steps = min(steps, config.train.max_steps_per_epoch)
 
     torch.manual_seed(config.seed)
-    model = build_classifier(config, n_labels).to(device)
+    model = build_classifier(config, n_labels)
+    if config.eval.head_bias_init == "prior":
+        init_head_bias(model, store.label_matrix(label_set)[train_idx])
+    model = model.to(device)
     loss_fn = nn.BCEWithLogitsLoss()
     history: list[dict[str, Any]] = []
     phases = plan_phases(config)

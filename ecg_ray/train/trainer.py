@@ -210,7 +210,7 @@ def resume_config(run_dir: str | Path, overrides: list[str], epochs: int | None)
 
 def validate_evaluation(config: Config) -> EcgStore:
     from ecg_ray.models import ENCODERS
-    from ecg_ray.train.classifier import DISCRIMINATIVE_GROUPS
+    from ecg_ray.train.classifier import DISCRIMINATIVE_GROUPS, HEAD_BIAS_INITS
     from ecg_ray.train.downstream import MODES, load_encoder_weights, plan_phases, splits
 
     if config.eval.mode not in MODES:
@@ -231,6 +231,9 @@ def validate_evaluation(config: Config) -> EcgStore:
         raise ConfigError(f"eval.discriminative_lr_factor must be > 0, got {config.eval.discriminative_lr_factor}")
     if config.eval.finetune_lr is not None and not config.eval.finetune_lr > 0:
         raise ConfigError(f"eval.finetune_lr must be > 0 (or null = optim.lr), got {config.eval.finetune_lr}")
+    if config.eval.head_bias_init not in HEAD_BIAS_INITS:
+        raise ConfigError(f"eval.head_bias_init: unknown value {config.eval.head_bias_init!r}; choose one of "
+                          f"{', '.join(HEAD_BIAS_INITS)}")
     if config.eval.min_test_positives < 1:
         raise ConfigError(f"eval.min_test_positives must be >= 1, got {config.eval.min_test_positives}")
     if config.eval.head_only_epochs < 0:
