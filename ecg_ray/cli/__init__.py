@@ -174,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="directory or URI (s3://bucket/runs) that receives the run directory")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object on the last line (mode, val_macro_auc, test_macro_auc, "
-                        "test_macro_auc_ci, labels_scored, best_epoch, run_dir, ...)")
+                        "test_macro_auc_ci, test_macro_auc_reference, labels_scored, labels_excluded, best_epoch, "
+                        "run_dir, ...)")
 
     p = sub.add_parser(
         "sweep", help="run a Ray Tune sweep (hyperparameters, label fractions, noise)",
