@@ -167,6 +167,9 @@ def downstream_worker(loop_config: dict[str, Any]) -> None:
             history.append(metrics)
             if epoch < config.train.epochs - 1:
                 ray.train.report(metrics)
+        if rank == 0 and best_state is None:  # no scorable validation label: keep the phase's last epoch
+            best_auc, best_epoch = float("nan"), phase.first_epoch + phase.epochs - 1
+            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
         phase_summaries.append({"phase": phase.name, "first_epoch": phase.first_epoch, "epochs": phase.epochs,
                                 "lr": phase.lr, "train_encoder": phase.train_encoder,
                                 "best_epoch": best_epoch, "val_macro_auc": best_auc})
