@@ -138,10 +138,24 @@ def training_records(config: Config, store: EcgStore) -> np.ndarray:
     return split_too_short(store, indices, config.data.crop)[0]
 
 
+def resolve_precision(precision: str, device_type: str, bf16_supported: bool) -> str:
+    """``auto`` -> bf16 on a GPU that supports it, fp16 (with a grad scaler) on an older GPU, fp32 on CPU.
+
+    bf16 autocast on a GPU without bf16 support (before Ampere) is emulated or fails; fp16 with a
+    scaler is what those GPUs run fast.
+    """
+    if precision != "auto":
+        return precision
+    if device_type != "cuda":
+        return "fp32"
+    return "bf16" if bf16_supported else "fp16"
+
+
 def precision_context(precision: str, device: torch.device):
     """(autocast context factory, GradScaler or None) for the requested precision on this device."""
     if precision == "auto":
-        precision = "bf16" if device.type == "cuda" else "fp32"
+        precision = resolve_precision(precision, device.type,
+                                      device.type == "cuda" and torch.cuda.is_bf16_supported())
     if precision == "fp32":
         return contextlib.nullcontext, None
     if precision == "bf16":

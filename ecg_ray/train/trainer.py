@@ -54,11 +54,31 @@ def validate_pretraining(config: Config):
         raise ConfigError(f"train.precision: unknown value {config.train.precision!r} (auto, fp32, bf16, fp16)")
     if config.train.precision == "fp16" and config.train.gpus_per_worker <= 0:
         raise ConfigError("train.precision=fp16 needs GPUs (train.gpus_per_worker > 0)")
+    check_resources(config)
     check_stream_settings(config)
     selection = training_selection(config)
     validation_records(config, selection.parts[0].store)  # a bad filter fails here, not inside Ray
     steps_per_epoch(config, selection.records, config.train.workers)
     return selection
+
+
+def check_resources(config: Config) -> None:
+    """GPU settings that would only fail on the cluster.
+
+    A fractional ``gpus_per_worker`` lets Ray place two training ranks on one GPU, and NCCL refuses a
+    process group with two ranks on one device; more than one whole GPU per worker is never used
+    (each rank drives one device). One worker may take a fraction (e.g. small sweep trials).
+    """
+    gpus = config.train.gpus_per_worker
+    if gpus < 0:
+        raise ConfigError(f"train.gpus_per_worker must be >= 0, got {gpus}")
+    most_workers = max(config.train.workers, config.train.max_workers or 0)
+    if 0 < gpus < 1 and most_workers > 1:
+        raise ConfigError(f"train.gpus_per_worker={gpus} with {most_workers} workers would put two ranks on one GPU, "
+                          "which NCCL refuses; use 1 GPU per worker (or a single worker for a fraction)")
+    if gpus > 1:
+        raise ConfigError(f"train.gpus_per_worker={gpus}: each worker drives one GPU; use 1 and more workers "
+                          "(train.workers) to use more GPUs")
 
 
 def check_stream_settings(config: Config) -> None:
@@ -245,6 +265,7 @@ def validate_evaluation(config: Config) -> EcgStore:
                           "stores for pretraining only")
     if not config.data.store:
         raise ConfigError("data.store: no store given (use --store STORE)")
+    check_resources(config)
     check_stream_settings(config)
     store = EcgStore(config.data.store)
     if config.data.label_set not in store.manifest.get("label_sets", {}):
