@@ -122,8 +122,7 @@ def bench_plain(config, store_path: Path, threads: int) -> dict:
             loss_sum = torch.zeros((), device=device)
             for x in batches:
                 global_step += 1
-                loss_sum += training_step(method, method, x, optimizer, scheduler, autocast, scaler, global_step,
-                                          where=f"plain loop epoch {epoch}")
+                loss_sum += training_step(method, method, x, optimizer, scheduler, autocast, scaler, global_step)
             rates.append(len(batches) * batch / (time.perf_counter() - start))
             losses.append(float(loss_sum / len(batches)))
         return {"rates": rates, "loss": losses}

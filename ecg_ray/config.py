@@ -152,7 +152,8 @@ class TrainConfig:
     cpus_per_worker: float | None = None
     #: intra-op threads of torch in each worker; null = Ray's default (the worker's whole CPUs, min 1)
     torch_threads: int | None = None
-    #: auto = bf16 autocast on GPU, fp32 on CPU; or fp32 / bf16 / fp16 (with a grad scaler)
+    #: auto = bf16 autocast on GPUs that support it (else fp16 with a grad scaler), fp32 on CPU; or fp32 /
+    #: bf16 / fp16 (with a grad scaler)
     precision: str = "auto"
     checkpoint_every: int = 1
     keep_checkpoints: int = 2

@@ -65,6 +65,8 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5,
         positive = torch.cat([local + n, local])  # column of the other view of the same sample
         rows = torch.arange(2 * b, device=z1.device)
         # Exact removal of the self term: exp(-inf) = 0 contributes nothing to the softmax.
-        logits = logits.index_put((rows, self_index), logits.new_tensor(float("-inf")))
+        # torch.full fills on the device; new_tensor(-inf) would be a blocking host-to-device copy per step.
+        minus_inf = torch.full((), float("-inf"), dtype=logits.dtype, device=logits.device)
+        logits = logits.index_put((rows, self_index), minus_inf)
         return F.cross_entropy(logits, positive)
 

@@ -62,7 +62,8 @@ def sinkhorn(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3) -
         # score range (exp(S / eps) overflows float32 above S = 4.4 at eps = 0.05).
         log_q = scores.detach().to(work_dtype) / epsilon
         k = log_q.shape[1]
-        b_global = all_reduce_sum(torch.tensor(float(log_q.shape[0]), dtype=work_dtype, device=device))
+        # torch.full: no host-to-device copy (torch.tensor(...) of a Python number would block each step)
+        b_global = all_reduce_sum(torch.full((), float(log_q.shape[0]), dtype=work_dtype, device=device))
         log_k, log_b = math.log(k), torch.log(b_global)
         log_q = log_q - _global_logsumexp(log_q.reshape(-1, 1)).reshape(())  # total mass 1
         for _ in range(iterations):

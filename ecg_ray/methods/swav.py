@@ -30,6 +30,9 @@ class SwAV(Method):
         # The queue is a buffer so that it follows .to(device) and lands in the checkpoint.
         self.register_buffer("queue", torch.zeros(2, c.queue_batches * per_worker_batch, c.projection_dim))
         self.register_buffer("queue_filled", torch.zeros((), dtype=torch.long))
+        # The same count as a Python int, so the step never reads the buffer back from the device;
+        # None = to be read once from the buffer (after a checkpoint is loaded).
+        self._filled: int | None = 0
 
     def _small_crops(self, x: torch.Tensor) -> list[torch.Tensor]:
         length = min(self.c.small_crop_length, x.shape[-1])
@@ -57,10 +60,11 @@ class SwAV(Method):
 
         assignments = {}
         use_queue = self.queue.shape[1] > 0 and self.epoch >= self.c.queue_start_epoch
+        queue_full = use_queue and self._queue_count() >= self.queue.shape[1]
         with torch.no_grad():
             for crop in (0, 1):
                 logits = scores[crop].detach()
-                if use_queue and int(self.queue_filled) >= self.queue.shape[1]:
+                if queue_full:
                     logits = torch.cat([self.queue[crop] @ prototypes.t(), logits])
                 q = sinkhorn(logits, epsilon=self.c.sinkhorn_epsilon, iterations=self.c.sinkhorn_iterations)
                 assignments[crop] = q[-batch:]
@@ -69,8 +73,18 @@ class SwAV(Method):
                 self.queue[0, :batch] = embeddings[0].detach()
                 self.queue[1, :batch] = embeddings[1].detach()
                 self.queue_filled.add_(batch)
+                self._filled = self._queue_count() + batch
         loss = swav_loss(scores, assignments, temperature=self.c.temperature)
         return {"loss": loss}
+
+    def _queue_count(self) -> int:
+        if self._filled is None:  # once after a checkpoint was loaded: one read of the buffer
+            self._filled = int(self.queue_filled)
+        return self._filled
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._filled = None  # the loaded buffer holds the count now
 
     def after_backward(self) -> None:
         if self.epoch < self.c.freeze_prototypes_epochs and self.prototypes.weight.grad is not None:

@@ -167,8 +167,7 @@ def precision_context(precision: str, device: torch.device):
     raise ConfigError(f"train.precision: unknown value {precision!r} (auto, fp32, bf16, fp16)")
 
 
-def training_step(model, method, x: torch.Tensor, optimizer, scheduler, autocast, scaler, global_step: int,
-                  where: str = "") -> torch.Tensor:
+def training_step(model, method, x: torch.Tensor, optimizer, scheduler, autocast, scaler, global_step: int) -> torch.Tensor:
     """One optimizer step of a pretraining method; returns the detached fp32 loss.
 
     ``model`` is what runs the forward pass (the method, or its DDP wrapper); ``method`` gets the
@@ -179,8 +178,8 @@ def training_step(model, method, x: torch.Tensor, optimizer, scheduler, autocast
     with autocast():
         out = model(x)
     loss = out["loss"]
-    if not torch.isfinite(loss):
-        raise FloatingPointError(f"loss is {loss.item()} at {where or f'step {global_step}'}; lower optim.lr")
+    # No finiteness check here: reading the loss back would stall the GPU every step. The epoch's
+    # mean loss is checked once per epoch (check_epoch_loss).
     optimizer.zero_grad(set_to_none=True)
     if scaler is not None:
         scaler.scale(loss).backward()
@@ -196,6 +195,13 @@ def training_step(model, method, x: torch.Tensor, optimizer, scheduler, autocast
     scheduler.step()
     method.after_optimizer_step(global_step)
     return loss.detach().float()
+
+
+def check_epoch_loss(mean_loss: float, epoch: int) -> None:
+    """Stop a run whose loss went NaN or infinite during ``epoch`` (checked once per epoch, on the mean)."""
+    if not math.isfinite(mean_loss):
+        raise FloatingPointError(f"the mean loss of epoch {epoch} is {mean_loss}: training diverged; lower optim.lr "
+                                 "(or use train.precision=fp32)")
 
 
 def worker_setup(loop_config: dict[str, Any]) -> tuple[Config, int, int, torch.device, EcgStore]:
@@ -290,7 +296,7 @@ def pretrain_worker(loop_config: dict[str, Any]) -> None:
         for batch in dataset.iter_torch_batches(batch_size=per_worker, drop_last=True, device=device):
             global_step += 1
             loss_sum += training_step(model, method, batch["signal"], optimizer, scheduler, autocast, scaler,
-                                      global_step, where=f"epoch {epoch} step {done}")
+                                      global_step)
             done += 1
             if done >= steps:  # stop before fetching a batch that would not be used
                 break
@@ -302,6 +308,7 @@ def pretrain_worker(loop_config: dict[str, Any]) -> None:
             torch.distributed.all_reduce(mean_loss)
             mean_loss /= world
         # start_epoch and world_size record which attempt ran this epoch (restarts, elastic resizes).
+        check_epoch_loss(float(mean_loss), epoch)
         metrics = {"epoch": epoch, "loss": float(mean_loss), "lr": float(scheduler.get_last_lr()[0]),
                    "samples_per_s": done * per_worker * world / elapsed, "steps": global_step,
                    "start_epoch": start_epoch, "world_size": world}
