@@ -40,7 +40,10 @@ class CPCEncoder(nn.Module):
 
     def context(self, z: Tensor) -> Tensor:
         """z (B, T, hidden) -> c (B, T, hidden); c_t depends only on z_<=t."""
-        c, _ = self.lstm(z)
+        # The LSTM runs in fp32 whatever the autocast: under bf16 autocast cuDNN would run it in fp16
+        # without a grad scaler (underflowing gradients over ~1000 recurrent steps).
+        with torch.autocast(z.device.type, enabled=False):
+            c, _ = self.lstm(z.float())
         return c
 
     def forward_features(self, x: Tensor) -> Tensor:

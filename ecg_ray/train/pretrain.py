@@ -213,8 +213,16 @@ def worker_setup(loop_config: dict[str, Any]) -> tuple[Config, int, int, torch.d
     if config.train.torch_threads:
         torch.set_num_threads(config.train.torch_threads)
     context = ray.train.get_context()
-    return (config, context.get_world_rank(), context.get_world_size(), ray.train.torch.get_device(),
-            primary_store(config))
+    device = ray.train.torch.get_device()
+    configure_device(device)
+    return config, context.get_world_rank(), context.get_world_size(), device, primary_store(config)
+
+
+def configure_device(device: torch.device) -> None:
+    """GPU kernels tuned for fixed shapes (every step has the same batch and crop) and TF32 matmuls."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.set_float32_matmul_precision("high")
 
 
 def build_optimization(config: Config, method: torch.nn.Module, steps: int):

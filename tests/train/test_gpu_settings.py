@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from ecg_ray.config import load_config
 from ecg_ray.errors import ConfigError
@@ -46,3 +47,25 @@ def test_refused_before_ray_starts(ptbxl_store, tmp_path, capsys):
                  "--gpus-per-worker", "0.5", "--output", str(tmp_path)]) == 2
     assert "two ranks on one GPU" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # no run directory: nothing started
+
+
+def test_cpc_lstm_runs_in_fp32_under_autocast():
+    from ecg_ray.models import build_encoder
+
+    encoder = build_encoder("cpc_4fc2lstm")
+    x = torch.randn(2, 12, 40)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        z = encoder.encode(x)
+        c = encoder.context(z)
+        features = encoder(x)
+    assert z.dtype == torch.bfloat16  # the per-step layers do use the autocast dtype
+    assert c.dtype == torch.float32 and features.dtype == torch.float32
+    assert torch.allclose(c, encoder.context(z.float()), atol=1e-6)  # the same as outside autocast
+
+
+def test_configure_device_leaves_cpu_settings_alone():
+    from ecg_ray.train.pretrain import configure_device
+
+    before = (torch.backends.cudnn.benchmark, torch.get_float32_matmul_precision())
+    configure_device(torch.device("cpu"))
+    assert (torch.backends.cudnn.benchmark, torch.get_float32_matmul_precision()) == before
