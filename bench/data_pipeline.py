@@ -50,15 +50,16 @@ def build_tiled_store(base: Path, out: Path, records: int, codec: str) -> Path:
     return out
 
 
-def bench_baseline(store_path: Path, batch: int, workers: int, crop: int, epochs: int) -> float:
-    """memmap of all records + DataLoader with one random crop per __getitem__."""
+def reference_loader(store_path: Path, batch: int, workers: int, crop: int, tmp: Path):
+    """The reference code's loader: one .npy memmap of every record + DataLoader(shuffle=True), one random
+    crop per ``__getitem__``. Writes ``tmp/all.npy``."""
     import torch
     from torch.utils.data import DataLoader, Dataset
 
     from ecg_ray.data.store import EcgStore
 
     store = EcgStore(store_path)
-    raw = Path(tempfile.mkdtemp()) / "all.npy"
+    raw = tmp / "all.npy"
     np.save(raw, store.signals()[:])  # the reference keeps one big .npy memmap
     offsets = store.records["offset"].to_numpy()
     lengths = store.records["length"].to_numpy()
@@ -76,8 +77,14 @@ def bench_baseline(store_path: Path, batch: int, workers: int, crop: int, epochs
             start = offsets[i] + np.random.randint(0, lengths[i] - crop + 1)
             return torch.from_numpy(np.ascontiguousarray(self.data[start:start + crop].T))
 
-    loader = DataLoader(CropDataset(), batch_size=batch, shuffle=True, num_workers=workers,
-                        drop_last=True, persistent_workers=workers > 0)
+    return DataLoader(CropDataset(), batch_size=batch, shuffle=True, num_workers=workers,
+                      drop_last=True, persistent_workers=workers > 0)
+
+
+def bench_baseline(store_path: Path, batch: int, workers: int, crop: int, epochs: int) -> float:
+    """memmap of all records + DataLoader with one random crop per __getitem__."""
+    tmp = Path(tempfile.mkdtemp())
+    loader = reference_loader(store_path, batch, workers, crop, tmp)
     for _ in loader:  # warm-up epoch (page cache, worker start)
         pass
     n, start = 0, time.perf_counter()
@@ -85,7 +92,7 @@ def bench_baseline(store_path: Path, batch: int, workers: int, crop: int, epochs
         for x in loader:
             n += x.shape[0]
     rate = n / (time.perf_counter() - start)
-    shutil.rmtree(raw.parent)
+    shutil.rmtree(tmp)
     return rate
 
 

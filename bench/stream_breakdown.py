@@ -565,32 +565,9 @@ def stage_collate(rounds: int, width: int, records: int, offsets, lengths, base:
 
 def make_baseline(store_path: Path, workers: int, crop: int, tmp: Path):
     """The baseline of bench/data_pipeline.py: one .npy memmap + DataLoader(shuffle=True, 2 workers)."""
-    import torch
-    from torch.utils.data import DataLoader, Dataset
+    from data_pipeline import reference_loader  # bench/ is on sys.path when a bench script runs
 
-    from ecg_ray.data.store import EcgStore
-
-    store = EcgStore(store_path)
-    raw = tmp / "all.npy"
-    np.save(raw, store.signals()[:])
-    offsets = store.records["offset"].to_numpy()
-    lengths = store.records["length"].to_numpy()
-
-    class CropDataset(Dataset):
-        def __init__(self):
-            self.data = None
-
-        def __len__(self):
-            return len(offsets)
-
-        def __getitem__(self, i):
-            if self.data is None:
-                self.data = np.load(raw, mmap_mode="r")
-            start = offsets[i] + np.random.randint(0, lengths[i] - crop + 1)
-            return torch.from_numpy(np.ascontiguousarray(self.data[start:start + crop].T))
-
-    loader = DataLoader(CropDataset(), batch_size=BATCH, shuffle=True, num_workers=workers, drop_last=True,
-                        persistent_workers=workers > 0)
+    loader = reference_loader(store_path, BATCH, workers, crop, tmp)
 
     def epochs(_first: int, n_epochs: int) -> int:
         return sum(x.shape[0] for _ in range(n_epochs) for x in loader)

@@ -282,6 +282,11 @@ def bootstrap_macro_auc_interval(y_true: np.ndarray, y_score: np.ndarray, n_boot
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
     boot = bootstrap_macro_auc_values(y_true, y_score, n_boot=n_boot, seed=seed, labels=labels,
                                       unscorable=unscorable)
+    return percentile_interval(boot, alpha)
+
+
+def percentile_interval(boot: BootstrapValues, alpha: float = 0.05) -> BootstrapInterval:
+    """The ``alpha/2`` and ``1 - alpha/2`` quantiles of a bootstrap distribution (NaN resamples dropped)."""
     values = boot.values[~np.isnan(boot.values)]  # a resample with no scorable label has no macro AUC
     if len(values) == 0:
         return BootstrapInterval(float("nan"), float("nan"), boot.unscorable_share, boot.n_labels)

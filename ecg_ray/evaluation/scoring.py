@@ -68,30 +68,33 @@ def score(store: EcgStore, records: np.ndarray, probs: np.ndarray, label_set: st
           seed: int = 0, min_test_positives: int = 1) -> dict[str, Any]:
     """Macro AUC on both scales, per-label AUCs and (``bootstrap`` > 0) percentile intervals."""
     from ecg_ray.evaluation.metrics import (
-        bootstrap_macro_auc_interval,
+        bootstrap_label_aucs,
         macro_auc,
         macro_auc_reference,
+        macro_from_label_aucs,
+        percentile_interval,
         scorable_labels,
     )
 
     names = list(store.manifest["label_sets"][label_set])
     y = store.label_matrix(label_set)[records]
     keep = scorable_labels(y, min_positives=min_test_positives)
-    result = macro_auc(y[:, keep], probs[:, keep]) if keep.any() else None
-    per_label = macro_auc(y, probs).per_label
+    per_label = np.asarray(macro_auc(y, probs).per_label)
     positives = y.sum(0)
-    out = {"macro_auc": result.value if result is not None else float("nan"),
+    out = {"macro_auc": float(per_label[keep].mean()) if keep.any() else float("nan"),
            "macro_auc_reference": macro_auc_reference(y, probs),
            "labels_scored": int(keep.sum()), "labels_skipped": int(len(names) - keep.sum()),
            "min_test_positives": int(min_test_positives),
            "labels_excluded": [{"label": name, "test_positives": int(positives[j])}
                                for j, name in enumerate(names) if not keep[j]],
-           "per_label_auc": {name: (None if np.isnan(a) else a) for name, a in zip(names, per_label, strict=True)}}
+           "per_label_auc": {name: (None if np.isnan(a) else float(a)) for name, a in zip(names, per_label, strict=True)}}
     if bootstrap:
-        # Fixed label sets: ours = the labels scored on the whole fold, the reference's = every label;
-        # a label with one class in a resample counts 0.5 (rare: see ecg_ray.evaluation.metrics).
-        ours = bootstrap_macro_auc_interval(y, probs, n_boot=bootstrap, seed=seed, labels=keep, unscorable=0.5)
-        ref = bootstrap_macro_auc_interval(y, probs, n_boot=bootstrap, seed=seed, unscorable=0.5)
+        # One set of per-label resampled AUCs serves both fixed label sets: ours = the labels scored on
+        # the whole fold, the reference's = every label; a label that loses a class in a resample
+        # counts 0.5 (rare: see ecg_ray.evaluation.metrics).
+        label_aucs = bootstrap_label_aucs(y, probs, n_boot=bootstrap, seed=seed)
+        ours = percentile_interval(macro_from_label_aucs(label_aucs[:, keep], unscorable=0.5))
+        ref = percentile_interval(macro_from_label_aucs(label_aucs, unscorable=0.5))
         out["ci"], out["ci_reference"] = [ours.low, ours.high], [ref.low, ref.high]
         out["ci_unscorable_share"] = ours.unscorable_share
     return out

@@ -13,7 +13,6 @@ The network and its learning rates are in :mod:`ecg_ray.train.classifier`, test 
 
 from __future__ import annotations
 
-import copy
 import json
 import tempfile
 import time
@@ -86,6 +85,11 @@ def plan_phases(config: Config) -> list[Phase]:
         return [Phase("head_only", 0, e.head_only_epochs, False, config.optim.lr),
                 Phase("all_layers", e.head_only_epochs, total - e.head_only_epochs, True, lr)]
     return [Phase(e.mode, 0, total, e.mode != "linear", config.optim.lr)]
+
+
+def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the model's state on the CPU (the kept best epoch must not follow later steps)."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
 def _train_epoch(wrapped, dataset, optimizer, scheduler, loss_fn, per_worker: int, steps: int, device) -> tuple[float, int]:
@@ -163,13 +167,13 @@ def downstream_worker(loop_config: dict[str, Any]) -> None:
                 metrics["val_macro_auc"] = val["macro_auc"]
                 if val["macro_auc"] > best_auc:  # model selection by validation macro AUC
                     best_auc, best_epoch = val["macro_auc"], epoch
-                    best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+                    best_state = _cpu_state(model)
             history.append(metrics)
             if epoch < config.train.epochs - 1:
                 ray.train.report(metrics)
         if rank == 0 and best_state is None:  # no scorable validation label: keep the phase's last epoch
             best_auc, best_epoch = float("nan"), phase.first_epoch + phase.epochs - 1
-            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+            best_state = _cpu_state(model)
         phase_summaries.append({"phase": phase.name, "first_epoch": phase.first_epoch, "epochs": phase.epochs,
                                 "lr": phase.lr, "train_encoder": phase.train_encoder,
                                 "best_epoch": best_epoch, "val_macro_auc": best_auc})
