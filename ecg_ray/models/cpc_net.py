@@ -34,6 +34,10 @@ class CPCEncoder(nn.Module):
         self.feature_dim = 3 * hidden
         self.downsample = 1
 
+    def layer_groups(self) -> list[nn.Module]:
+        """Layer groups from the input up (discriminative learning rates): the per-step layers, the LSTM."""
+        return [self.encoder, self.lstm]
+
     def encode(self, x: Tensor) -> Tensor:
         """(B, C_in, T) -> z (B, T, hidden)."""
         return self.encoder(x).transpose(1, 2)

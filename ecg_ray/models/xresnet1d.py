@@ -138,6 +138,10 @@ class XResNet1d(nn.Module):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
+    def layer_groups(self) -> list[nn.Module]:
+        """Layer groups from the input up (discriminative learning rates): the stem, then each stage."""
+        return [self.stem, *self.stages]
+
     def forward_features(self, x: Tensor) -> Tensor:
         """(B, C_in, T) -> (B, out_channels, ceil(T / downsample)) per-time-step features."""
         return self.stages(self.stem(x))

@@ -124,19 +124,11 @@ def init_head_bias(model: Classifier, labels: np.ndarray) -> None:
 
 
 def encoder_layer_groups(encoder: nn.Module) -> list[nn.Module]:
-    """The encoder's layer groups from the input side up.
-
-    An encoder may say with ``layer_groups()``; otherwise: the CPC network is its per-step layers
-    then its LSTM; an xresnet is its stem then each of its stages; any other encoder is its direct
-    children that hold parameters. Parameters outside every group (none in our encoders) join the
-    group nearest the head, so none is left untrained.
-    """
+    """The encoder's layer groups from the input side up: its own ``layer_groups()`` (each encoder
+    says), else its direct children that hold parameters. Parameters outside every group join the
+    group nearest the head (see :func:`parameter_groups`), so none is left untrained."""
     if hasattr(encoder, "layer_groups"):
         return list(encoder.layer_groups())
-    if hasattr(encoder, "lstm") and hasattr(encoder, "encoder"):
-        return [encoder.encoder, encoder.lstm]
-    if hasattr(encoder, "stem") and hasattr(encoder, "stages"):
-        return [encoder.stem, *encoder.stages]
     return [child for child in encoder.children() if any(True for _ in child.parameters())]
 
 
