@@ -28,7 +28,9 @@ from ray.autoscaler._private.util import prepare_config, validate_config  # noqa
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_YAML = ROOT / "cluster.yaml"
-TOKEN_PATH = "/home/ubuntu/.ray/auth_token"
+TOKEN_PATH = "/home/ray/.ray/auth_token"  # ~/.ray/auth_token of user "ray" in Ray's images
+CHECKOUT = "/home/ray/ecg_ray"
+AMI_PARAMETER = "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
 
 
 def ray_up_validate(config: dict[str, Any]) -> dict[str, Any]:
@@ -124,20 +126,88 @@ def test_dashboard_is_local_and_token_auth_is_on(prepared):
     assert TOKEN_PATH in prepared["cluster_synced_files"]
 
 
-def test_installs_the_mounted_checkout(prepared):
-    assert prepared["file_mounts"] == {"/home/ubuntu/ecg_ray": "."}
-    for setup in (prepared["head_setup_commands"], prepared["worker_setup_commands"]):
-        torch = setup.index("pip install torch==2.13.0")
-        assert setup.index("pip install -e /home/ubuntu/ecg_ray") > torch
+def setup_of(prepared: dict[str, Any], name: str) -> list[str]:
+    """The commands Ray runs on a node of type ``name`` (after merge_setup_commands), as the autoscaler picks them."""
+    if name == prepared["head_node_type"]:
+        return prepared["head_setup_commands"]
+    return prepared["available_node_types"][name].get("worker_setup_commands", prepared["worker_setup_commands"])
 
 
-def test_torch_pin_satisfies_the_project():
+def image_of(prepared: dict[str, Any], name: str) -> str:
+    docker = prepared["docker"]
+    if name == prepared["head_node_type"]:
+        return docker.get("head_image", docker.get("image"))
+    own = prepared["available_node_types"][name].get("docker", {})
+    return own.get("worker_image", docker.get("worker_image", docker.get("image")))
+
+
+def _project_requirement(name: str):
     tomllib = pytest.importorskip("tomllib")
     from packaging.requirements import Requirement
 
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    (torch,) = [Requirement(dep) for dep in deps if Requirement(dep).name == "torch"]
-    assert "2.13.0" in torch.specifier
+    (requirement,) = [Requirement(dep) for dep in deps if Requirement(dep).name == name]
+    return requirement
+
+
+def _torch_installs(commands: list[str]) -> list[str]:
+    return [cmd for cmd in commands if re.search(r"pip install .*\btorch\b", cmd)]
+
+
+def test_installs_the_mounted_checkout(prepared):
+    assert prepared["file_mounts"] == {CHECKOUT: "."}
+    for name in prepared["available_node_types"]:
+        setup = setup_of(prepared, name)
+        (torch,) = [setup.index(cmd) for cmd in _torch_installs(setup)]
+        assert setup.index(f"pip install -e {CHECKOUT}") > torch, name  # torch first: its build is the one kept
+
+
+def test_every_node_runs_in_a_ray_image_of_the_pinned_version(prepared):
+    """Ray in the containers must be the version ecg_ray pins (clients and cluster must match)."""
+    ray_pin = _project_requirement("ray")
+    for name in prepared["available_node_types"]:
+        image = image_of(prepared, name)
+        match = re.fullmatch(r"rayproject/ray:(\d+\.\d+\.\d+)-py(\d)(\d+)-(cpu|cu\d+)", image or "")
+        assert match, f"{name}: {image!r} is not a pinned rayproject/ray image"
+        assert match.group(1) in ray_pin.specifier, f"{name}: image Ray {match.group(1)} vs pyproject {ray_pin}"
+        gpu = prepared["available_node_types"][name]["resources"].get("GPU", 0) > 0
+        assert match.group(4).startswith("cu") == gpu, f"{name}: GPU nodes need the CUDA image, others the CPU one"
+    assert prepared["docker"]["pull_before_run"] is True
+
+
+def test_gpu_nodes_install_the_cuda_torch_of_their_image(prepared):
+    torch_pin = _project_requirement("torch")
+    for name, node in prepared["available_node_types"].items():
+        cuda = re.search(r"-(cpu|cu\d+)$", image_of(prepared, name)).group(1)
+        (install,) = _torch_installs(setup_of(prepared, name))
+        version = re.search(r"torch==([\d.]+)", install).group(1)
+        assert version in torch_pin.specifier
+        index = re.search(r"--index-url https://download\.pytorch\.org/whl/(\w+)", install)
+        assert index, f"{name}: torch must come from PyTorch's index for a known build, got {install!r}"
+        assert index.group(1) == cuda, f"{name}: image {cuda} but torch build {index.group(1)}"
+        if node["resources"].get("GPU", 0) > 0:
+            assert cuda != "cpu"
+
+
+def test_every_node_gets_a_current_ami(prepared):
+    """No node type may fall back to Ray's built-in default (an Ubuntu 18.04 Deep Learning AMI)."""
+    for name, node in prepared["available_node_types"].items():
+        ami = node["node_config"].get("ImageId", "")
+        assert ami == f"resolve:ssm:{AMI_PARAMETER}" or re.fullmatch(r"ami-[0-9a-f]{8,17}", ami), (name, ami)
+
+
+def test_every_worker_gets_token_auth(prepared):
+    assert prepared["cluster_synced_files"] == [TOKEN_PATH]
+    for name in prepared["available_node_types"]:
+        assert any("RAY_AUTH_MODE=token" in cmd for cmd in setup_of(prepared, name)), name
+    # the token is made where the synced path points: ~ of the image's user
+    assert any("ray get-auth-token --generate" in cmd and "~/.ray/auth_token" in cmd
+               for cmd in prepared["head_setup_commands"])
+    assert TOKEN_PATH.startswith("/home/ray/") and CHECKOUT.startswith("/home/ray/")
+
+
+def test_torch_pin_satisfies_the_project():
+    assert "2.13.0" in _project_requirement("torch").specifier
 
 
 SECRET_PATTERNS = [
