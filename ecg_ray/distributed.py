@@ -6,7 +6,10 @@ process group is initialised, so the losses run unchanged in a single process an
 Ray Train starts one process per worker and initialises the default process group before the
 training function runs; these helpers use that default group. Workers may hold batches of
 different sizes along dim 0 (for example the last, short batch of an epoch): the gathers
-exchange the sizes first and pad, so only the trailing dimensions must agree.
+exchange the sizes first and pad, so only the trailing dimensions must agree. That exchange
+reads the sizes back to the host (a device sync per gather); inside :func:`equal_batches`
+(the training loops, whose ``drop_last`` streams give every worker the same batch size) it is
+skipped and every worker's size is taken to be the local one.
 
 Gradient convention of :func:`gather_with_grad` (used by NT-Xent and batch-negative CPC): each
 worker computes its own loss ``L_r`` on the gathered tensor and calls ``backward()``. The
@@ -20,6 +23,9 @@ with ``W`` workers follows the same gradient as one process with the global batc
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 import torch.distributed as dist
 
@@ -27,12 +33,33 @@ __all__ = [
     "all_gather_no_grad",
     "all_reduce_max",
     "all_reduce_sum",
+    "equal_batches",
     "gather_with_grad",
     "is_distributed",
     "rank",
     "row_offset",
     "world_size",
 ]
+
+
+#: True inside equal_batches(): every worker's tensors have the same dim-0 size
+_EQUAL_BATCHES = False
+
+
+@contextlib.contextmanager
+def equal_batches() -> Iterator[None]:
+    """Within this block every worker passes tensors of the same dim-0 size to every gather.
+
+    The gathers then skip the size exchange (one collective and a host read each). Every worker
+    must enter the block for the same steps; a size that differs would make the gather fail (or
+    hang) instead of padding, so only loops that drop short batches use it.
+    """
+    global _EQUAL_BATCHES
+    previous, _EQUAL_BATCHES = _EQUAL_BATCHES, True
+    try:
+        yield
+    finally:
+        _EQUAL_BATCHES = previous
 
 
 def is_distributed() -> bool:
@@ -63,7 +90,9 @@ def row_offset(n_local: int, device: torch.device | str = "cpu") -> int:
 
 
 def _gather_sizes(n: int, device: torch.device) -> list[int]:
-    """Dim-0 sizes of every worker's tensor (one small collective)."""
+    """Dim-0 sizes of every worker's tensor (one small collective, none inside equal_batches)."""
+    if _EQUAL_BATCHES:
+        return [n] * world_size()
     local = torch.tensor([n], dtype=torch.long, device=device)
     sizes = [torch.zeros_like(local) for _ in range(world_size())]
     dist.all_gather(sizes, local)

@@ -78,7 +78,9 @@ class LARS(Optimizer):
     Groups flagged ``lars_exclude=True`` (the no-decay group of :func:`parameter_groups`:
     biases and norm parameters, whose norms say little about a good step size) use trust 1,
     i.e. plain SGD with momentum and their own weight decay. The norms stay on the device
-    (``torch.where`` instead of Python branches), so a step does not synchronise with the host.
+    (``torch.where`` instead of Python branches), so a step does not synchronise with the host,
+    and every operation runs over the whole group at once (``torch._foreach_*``: a few fused
+    kernels per group instead of ~8 kernel launches per parameter).
     """
 
     def __init__(self, params: Iterable, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
@@ -102,30 +104,37 @@ class LARS(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            lr, momentum, wd, eta = group["lr"], group["momentum"], group["weight_decay"], group["eta"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse:
-                    raise RuntimeError("LARS does not support sparse gradients")
-                grad = p.grad
-                update = grad.add(p, alpha=wd) if wd != 0 else grad.clone()
-                if not group["lars_exclude"]:
-                    w_norm = torch.linalg.vector_norm(p)
-                    g_norm = torch.linalg.vector_norm(grad)
-                    trust = torch.where((w_norm > 0) & (g_norm > 0), eta * w_norm / (g_norm + wd * w_norm),
-                                        torch.ones_like(w_norm))
-                    update.mul_(trust)
-                state = self.state[p]
-                if momentum != 0:
-                    buf = state.get("momentum_buffer")
-                    if buf is None:
-                        buf = state["momentum_buffer"] = torch.zeros_like(p)
-                    buf.mul_(momentum).add_(update, alpha=lr)
-                    p.sub_(buf)
-                else:
-                    p.sub_(update, alpha=lr)
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            if any(p.grad.is_sparse for p in params):
+                raise RuntimeError("LARS does not support sparse gradients")
+            self._group_step(group, params)
         return loss
+
+    def _group_step(self, group: dict, params: list[torch.Tensor]) -> None:
+        lr, momentum, wd, eta = group["lr"], group["momentum"], group["weight_decay"], group["eta"]
+        grads = [p.grad for p in params]
+        # g + wd * w as new tensors (the gradients themselves stay untouched)
+        updates = torch._foreach_add(grads, params, alpha=wd) if wd != 0 else torch._foreach_mul(grads, 1.0)
+        if not group["lars_exclude"]:
+            w_norm = torch.stack(torch._foreach_norm(params))
+            g_norm = torch.stack(torch._foreach_norm(grads))
+            trust = torch.where((w_norm > 0) & (g_norm > 0), eta * w_norm / (g_norm + wd * w_norm),
+                                torch.ones_like(w_norm))
+            torch._foreach_mul_(updates, list(trust.to(updates[0].dtype).unbind()))
+        if momentum == 0:
+            torch._foreach_add_(params, updates, alpha=-lr)
+            return
+        buffers = []
+        for p in params:
+            state = self.state[p]
+            if "momentum_buffer" not in state:
+                state["momentum_buffer"] = torch.zeros_like(p)
+            buffers.append(state["momentum_buffer"])
+        torch._foreach_mul_(buffers, momentum)
+        torch._foreach_add_(buffers, updates, alpha=lr)
+        torch._foreach_sub_(params, buffers)
 
 
 #: optimizer names accepted by :func:`build_optimizer`

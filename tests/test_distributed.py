@@ -74,6 +74,27 @@ def worker(rank: int, init_file: str, out_dir: str, inputs: dict[str, torch.Tens
         loss.backward()
         out |= {"ntxent": loss.item(), "ntxent_g1": z1.grad, "ntxent_g2": z2.grad}
 
+        # Equal batches declared: the same loss and gradients without the size exchanges.
+        real_all_gather, calls = dist.all_gather, []
+
+        def counting_all_gather(*args, **kwargs):
+            calls.append(args[1].shape)
+            return real_all_gather(*args, **kwargs)
+
+        dist.all_gather = counting_all_gather
+        try:
+            e1, e2 = _leaf(inputs["z1"][mine]), _leaf(inputs["z2"][mine])
+            with D.equal_batches():
+                loss = nt_xent(e1, e2, temperature=0.5)
+            gathers_declared = len(calls)
+            nt_xent(_leaf(inputs["z1"][mine]), _leaf(inputs["z2"][mine]), temperature=0.5)
+            gathers_plain = len(calls) - gathers_declared
+        finally:
+            dist.all_gather = real_all_gather
+        loss.backward()
+        out |= {"ntxent_equal": loss.item(), "ntxent_equal_g1": e1.grad, "ntxent_equal_g2": e2.grad,
+                "gathers_declared": gathers_declared, "gathers_plain": gathers_plain}
+
         # Unequal parts: weighting each rank's loss by B_r * W / N makes the sum over ranks W x
         # the single-process loss, so the gradients are again W x the single-process slices.
         part = _rows(rank, UNEQUAL)
@@ -178,6 +199,17 @@ def test_nt_xent_equals_single_process_loss_and_gradient(results):
         part = _rows(r, UNEQUAL)
         torch.testing.assert_close(o["ntxent_unequal_g1"], WORLD * g1[part])
         torch.testing.assert_close(o["ntxent_unequal_g2"], WORLD * g2[part])
+
+
+def test_equal_batches_skip_the_size_exchange(results):
+    """Inside equal_batches NT-Xent gathers only its two embeddings (no size collectives, no host reads)."""
+    _, outs = results
+    for o in outs:
+        assert o["gathers_declared"] == 2
+        assert o["gathers_plain"] == 5  # + sizes of z1, z2 and the row offset
+        assert o["ntxent_equal"] == o["ntxent"]
+        torch.testing.assert_close(o["ntxent_equal_g1"], o["ntxent_g1"], rtol=0, atol=0)
+        torch.testing.assert_close(o["ntxent_equal_g2"], o["ntxent_g2"], rtol=0, atol=0)
 
 
 def test_nt_xent_without_gather_would_differ(results):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import pickle
 
@@ -205,3 +206,42 @@ def test_schedule_errors():
         make_sched(min_ratio=1.5)
     with pytest.raises(ConfigError, match="total"):
         make_sched(total=0)
+
+
+def _reference_lars_step(params, state, lr, momentum, wd, eta, exclude):
+    """LARS written per parameter, the plain way (the formula in LARS's docstring)."""
+    for p in params:
+        g = p.grad
+        update = g + wd * p
+        if not exclude:
+            w_norm, g_norm = p.norm(), g.norm()
+            if w_norm > 0 and g_norm > 0:
+                update = update * (eta * w_norm / (g_norm + wd * w_norm))
+        buf = state.setdefault(id(p), torch.zeros_like(p))
+        buf.mul_(momentum).add_(update, alpha=lr)
+        p.sub_(buf)
+
+
+def test_lars_group_step_matches_per_parameter_reference_over_steps():
+    """The fused (foreach) step equals the per-parameter formula, step after step, in both group kinds."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.BatchNorm1d(5), torch.nn.Linear(5, 3))
+    with torch.no_grad():
+        net[2].weight[0].zero_()  # a row of zeros keeps its own (nonzero) norm; the layer stays adaptive
+    reference = copy.deepcopy(net)
+    initial = copy.deepcopy(net)
+    opt = build_optimizer(net, "lars", lr=0.5, weight_decay=1e-3, momentum=0.9, eta=0.02)
+    state: dict = {}
+    x = torch.randn(8, 6)
+    for _ in range(5):
+        for model in (net, reference):
+            model.zero_grad()
+            model(x).square().mean().backward()
+        opt.step()
+        with torch.no_grad():
+            decay, no_decay = parameter_groups(reference, weight_decay=1e-3)
+            _reference_lars_step(decay["params"], state, 0.5, 0.9, 1e-3, 0.02, exclude=False)
+            _reference_lars_step(no_decay["params"], state, 0.5, 0.9, 0.0, 0.02, exclude=True)
+    for got, want in zip(net.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
+    assert not torch.allclose(net[0].weight, initial[0].weight)  # the steps did move the weights

@@ -46,7 +46,9 @@ class BYOL(Method):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         v1, v2 = self.views(x)
         both = torch.cat([v1, v2])
-        p1, p2 = self.predictor(self.projector(self.encoder(both))).chunk(2)
+        projections = self.projector(self.encoder(both))
+        self.record_embedding(projections)  # solo-learn's z_std: the online projector's output
+        p1, p2 = self.predictor(projections).chunk(2)
         with torch.no_grad():
             z1, z2 = self.target(both).chunk(2)
         return {"loss": symmetric_byol_loss(p1, z2, p2, z1), "tau": torch.tensor(self.tau)}
@@ -58,11 +60,22 @@ class BYOL(Method):
     def after_optimizer_step(self, step: int) -> None:
         super().after_optimizer_step(step)
         self.tau = self.tau_at(step)
+        floats, ints = self._ema_pairs()
+        # One fused lerp over all ~660 tensors (target + (1 - tau) * (online - target) = tau * target
+        # + (1 - tau) * online) instead of two kernels per tensor.
+        torch._foreach_lerp_(floats[0], floats[1], 1.0 - self.tau)
+        for t, o in zip(*ints, strict=True):
+            t.copy_(o)  # e.g. BatchNorm's num_batches_tracked
+
+    def _ema_pairs(self) -> tuple[tuple[list, list], tuple[list, list]]:
+        """(target, online) floating tensors and (target, online) integer buffers, paired in order."""
         online = self.online()
-        for t, o in zip(self.target.parameters(), online.parameters(), strict=True):
-            t.mul_(self.tau).add_(o.detach(), alpha=1.0 - self.tau)
-        for t, o in zip(self.target.buffers(), online.buffers(), strict=True):
-            if t.dtype.is_floating_point:
-                t.mul_(self.tau).add_(o, alpha=1.0 - self.tau)
-            else:
-                t.copy_(o)  # e.g. BatchNorm's num_batches_tracked
+        targets = [*self.target.parameters(), *self.target.buffers()]
+        sources = [*(p.detach() for p in online.parameters()), *online.buffers()]
+        if len(targets) != len(sources):
+            raise RuntimeError("BYOL: target and online networks no longer have the same tensors")
+        floats = ([t for t in targets if t.dtype.is_floating_point], [s for t, s in zip(targets, sources, strict=True)
+                                                                       if t.dtype.is_floating_point])
+        ints = ([t for t in targets if not t.dtype.is_floating_point],
+                [s for t, s in zip(targets, sources, strict=True) if not t.dtype.is_floating_point])
+        return floats, ints

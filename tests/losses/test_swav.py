@@ -123,3 +123,28 @@ def test_swav_loss_validates_inputs():
         swav_loss(s[:1], {0: torch.rand(4, 3)})
     with pytest.raises(ValueError, match="shape"):
         swav_loss(s, {0: torch.rand(4, 2)})
+
+
+def test_sinkhorn_runs_in_float32_for_float32_scores():
+    """fp64 runs at 1/64 of the fp32 rate on A10G-class GPUs: no float64 op for float32 scores."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
+
+    class Dtypes(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.seen = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            self.seen.update(t.dtype for t in tree_leaves(out) if isinstance(t, torch.Tensor))
+            return out
+
+    scores = torch.randn(16, 8, generator=torch.Generator().manual_seed(3))
+    with Dtypes() as mode:
+        q = sinkhorn(scores)
+    assert torch.float64 not in mode.seen and torch.float32 in mode.seen
+    torch.testing.assert_close(q, sinkhorn(scores.double()).float(), rtol=1e-5, atol=1e-7)
+    with Dtypes() as mode:
+        sinkhorn(scores.double())
+    assert torch.float64 in mode.seen  # float64 references stay float64

@@ -64,7 +64,8 @@ def test_byol_ema_moves_every_target_parameter_and_buffer(crops):
         if value.dtype.is_floating_point:
             expected = tau * before[key] + (1 - tau) * online[key]
             torch.testing.assert_close(value, expected, msg=key)
-            if not torch.equal(before[key], online[key]):
+            # a move smaller than float32 resolution may round away (lerp); any visible one must show
+            if ((1 - tau) * (online[key] - before[key])).abs().max() > 1e-6 * before[key].abs().max() + 1e-9:
                 assert not torch.equal(value, before[key]), f"{key} did not move"
         else:
             assert torch.equal(value, online[key]), key  # num_batches_tracked copied
