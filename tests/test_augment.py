@@ -332,3 +332,33 @@ def test_generator_on_another_device_than_the_batch():
     y = build_augmentation(None, fs=100)(x, gen(0))
     z = build_augmentation(None, fs=100)(x.cpu(), gen(0))
     assert y.device.type == "cuda" and torch.allclose(y.cpu(), z, atol=1e-5)
+
+
+def _host_data_ops(name: str, params: dict, device: str) -> list[str]:
+    """Ops of one augmentation step that bring host data in: tensors built from Python lists
+    (``lift_fresh``) or inputs that live off ``device`` (a meta batch makes any CPU-made tensor show)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
+
+    class HostData(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.found = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            inputs = [t for t in tree_leaves((args, kwargs or {})) if isinstance(t, torch.Tensor)]
+            if "lift_fresh" in str(func) or any(t.device.type != device for t in inputs):
+                self.found.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    augment = build_augmentation([{"name": name, **params}], fs=100)
+    with HostData() as mode:
+        augment(torch.zeros(4, 12, 250, device=device), None)
+    return mode.found
+
+
+@pytest.mark.parametrize("name,params", [(n, {}) for n in TRANSFORMS] + [("PowerlineNoise", {"anti_alias": True})])
+def test_a_step_copies_nothing_from_the_host(name, params):
+    """On a GPU a tensor made from host data is a blocking copy every step: everything is made on the batch's device."""
+    assert _host_data_ops(name, params, "cpu") == []
+    assert _host_data_ops(name, params, "meta") == []

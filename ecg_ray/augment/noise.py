@@ -132,9 +132,11 @@ class PowerlineNoise(Augmentation):
         k, dev = self.harmonics, x.device
         phase = _uniform((b, k, 1), 0.0, 2 * math.pi, generator, dev)
         weight = _rand((b, k, 1), generator, dev) / torch.arange(1, k + 1, device=dev)[None, :, None]
-        weight[:, 0] = 1.0
+        weight[:, 0].fill_(1.0)  # fill_, not "= 1.0", which would build a host tensor each step
+        # harmonic numbers made on the device: a torch.tensor(list) here would be a blocking host copy per step
+        harmonic = torch.arange(1, k + 1, dtype=torch.float64, device=dev)
         if self.anti_alias:
-            kept = torch.tensor([n * self.freq < self.fs / 2 for n in range(1, k + 1)], device=dev)
+            kept = harmonic * self.freq < self.fs / 2
             weight = weight * kept[None, :, None]
         # clamp: with anti_alias every component can be gone, and the noise is then zero, not NaN
         weight = weight / weight.sum(dim=1, keepdim=True).clamp(min=1e-12)
@@ -142,8 +144,8 @@ class PowerlineNoise(Augmentation):
         gain = _uniform((b, c, 1), -1.0, 1.0, generator, dev)
         # cycles per sample reduced mod 1 and the sample grid in float64: the phase k f n / fs
         # of a long window is then exact enough that the Nyquist case really gives +-cos(phi)
-        cycles = torch.tensor([(n * self.freq / self.fs) % 1.0 for n in range(1, k + 1)],
-                              dtype=torch.float64, device=dev)
+        # (the same float64 operations as Python's (n * freq / fs) % 1.0)
+        cycles = torch.remainder(harmonic * self.freq / self.fs, 1.0)
         n = torch.arange(t, dtype=torch.float64, device=dev)
         angle = (2 * math.pi * torch.remainder(cycles[:, None] * n[None, :], 1.0)).float()
         wave = (weight * torch.cos(angle[None] + phase)).sum(dim=1, keepdim=True)
@@ -180,7 +182,7 @@ class EMNoise(Augmentation):
         b, c, t = x.shape
         dev = x.device
         white = _randn((b, c, t), generator, dev)
-        freqs = torch.fft.rfftfreq(t, d=1.0 / self.fs).to(dev)
+        freqs = torch.fft.rfftfreq(t, d=1.0 / self.fs, device=dev)  # made on the device, no host copy
         in_band = (freqs >= self.band[0]) & (freqs <= min(self.band[1], self.fs / 2))
         noise = torch.fft.irfft(torch.fft.rfft(white, dim=-1) * in_band, n=t, dim=-1)
         length = _uniform((b, 1, 1), *self.burst_fraction, generator, dev) * t

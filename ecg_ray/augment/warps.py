@@ -46,8 +46,9 @@ class DynamicTimeWarp(Augmentation):
         grid = torch.arange(t, device=x.device, dtype=torch.float32)[None, :]
         deviation = path - grid
         # the ends are pinned exactly (rounding in the normalisation could move them by an ulp)
-        deviation[:, 0] = 0.0
-        deviation[:, -1] = 0.0
+        # (zero_ rather than "= 0.0": item assignment of a Python number builds a host tensor each step)
+        deviation[:, 0].zero_()
+        deviation[:, -1].zero_()
         largest = deviation.abs().amax(dim=-1, keepdim=True)
         shrink = (self.radius / largest.clamp(min=1e-12)).clamp(max=1.0)
         return _resample(x, grid + shrink * deviation)
