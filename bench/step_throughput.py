@@ -63,6 +63,9 @@ def time_steps(config, device, steps: int, warmup: int, fs: float = 100.0) -> di
     from ecg_ray.train.pretrain import build_optimization, precision_context, training_step
 
     torch.manual_seed(config.seed)
+    if device.type == "cuda":  # each configuration's own peak, not the largest so far
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
     batch, crop = config.train.batch_size, config.data.crop
     method = build_method(config, fs=fs).to(device)
     optimizer, scheduler = build_optimization(config, method, steps + warmup)
