@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ecg_ray.data.cutting import cut, window_starts
+from ecg_ray.data.records import read_records
 from ecg_ray.data.store import EcgStore
 from ecg_ray.errors import ConfigError
 
@@ -39,8 +40,8 @@ def predict_records(model: nn.Module, store: EcgStore, indices: np.ndarray, *, w
     for start in range(0, len(indices), chunk):
         windows, owners = [], []
         powers = {}
-        for i in indices[start:start + chunk]:
-            signal = store.signal(int(i))
+        block = indices[start:start + chunk]
+        for i, signal in zip(block, read_records(store, block), strict=True):
             starts = window_starts(len(signal), window, stride)
             if len(starts) == 0:
                 continue
