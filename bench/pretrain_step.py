@@ -96,7 +96,8 @@ def bench_plain(config, store_path: Path, threads: int) -> dict:
 
     from ecg_ray.data.store import EcgStore
     from ecg_ray.methods import build_method
-    from ecg_ray.train.pretrain import _epoch_seed, build_optimization, precision_context, training_step
+    from ecg_ray.train.pretrain import _epoch_seed
+    from ecg_ray.train.step import build_optimization, precision_context, training_step
 
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -165,7 +166,8 @@ def _breakdown_worker(loop_config: dict) -> None:
     from ecg_ray.data.store import EcgStore
     from ecg_ray.data.stream import train_crops
     from ecg_ray.methods import build_method
-    from ecg_ray.train.pretrain import _epoch_seed, build_optimization, training_records
+    from ecg_ray.train.pretrain import _epoch_seed, training_records
+    from ecg_ray.train.step import build_optimization
 
     config: Config = from_dict(Config, loop_config["config"])
     omp = os.environ.get("OMP_NUM_THREADS")

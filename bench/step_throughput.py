@@ -6,7 +6,7 @@ Run:  .venv/bin/python bench/step_throughput.py [--device auto] [--methods simcl
 For each method the paper job (``jobs/pretrain/<method>.yaml``: encoder, heads, augmentations,
 optimizer, crop length) is built on one device and timed over ``--steps`` optimizer steps after
 ``--warmup`` untimed ones, with exactly the step the Ray Train worker runs
-(``ecg_ray.train.pretrain.training_step``: forward with augmentations, loss, backward, hooks,
+(``ecg_ray.train.step.training_step``: forward with augmentations, loss, backward, hooks,
 optimizer and scheduler step; a GradScaler for fp16). Inputs are random crops already on the
 device: this measures the model step alone (the Ray Data stream is measured by
 ``bench/data_pipeline.py`` and is far faster than any step, see bench/RESULTS.md).
@@ -22,6 +22,16 @@ wall-clock time divides by the number of workers if scaling is linear (an upper 
 
 Prints ``RESULT step_<method>_<precision> samples_per_s=..``, ``RESULT step_speedup_<method>_<precision>
 ratio=..`` (against fp32) and ``RESULT paper_pretraining_<method>_<precision> device_hours=..``.
+
+``--epoch`` instead times whole worker epochs of a real ``ecg-ray pretrain`` (Ray Train, the Ray Data
+stream, the steps, the online probe or held-out loss, the checkpoint) on the PTB-XL sample, with
+the paper job of each method at a CPU-sized batch and the paper's steps per epoch
+(``--epoch-steps``, 12 = 49,109 records / 4,096). Validation and checkpoints run every epoch, so
+each is measured; the epoch's split (``train_s``, ``probe_s``, ``checkpoint_s``, ``epoch_s`` in the
+run's metrics) then gives the share of wall time spent training with the job's own intervals
+(``train.probe_every``, ``train.checkpoint_every``). Prints ``RESULT epoch_overhead_<method>
+ratio=..`` (training time / epoch wall time with the job's intervals; >= 0.9 is the target) and
+``RESULT epoch_overhead_every_epoch_<method> ratio=..`` (validating and checkpointing every epoch).
 """
 
 from __future__ import annotations
@@ -60,7 +70,7 @@ def time_steps(config, device, steps: int, warmup: int, fs: float = 100.0) -> di
     import torch
 
     from ecg_ray.methods import build_method
-    from ecg_ray.train.pretrain import build_optimization, precision_context, training_step
+    from ecg_ray.train.step import build_optimization, precision_context, training_step
 
     torch.manual_seed(config.seed)
     if device.type == "cuda":  # each configuration's own peak, not the largest so far
@@ -96,6 +106,65 @@ def time_steps(config, device, steps: int, warmup: int, fs: float = 100.0) -> di
             "loss_first": float(losses[0]), "loss_last": float(losses[-1]), "peak_gib": peak}
 
 
+def epoch_split(method: str, store: Path, out: Path, batch: int, steps: int, epochs: int = 3) -> dict:
+    """Per-epoch wall-time split of a real pretraining run of ``method``'s paper job (last epoch)."""
+    import json as json_module
+    import subprocess
+
+    from ecg_ray.config import load_config
+    from ecg_ray.train.checkpoint import load_history
+
+    job = load_config(ROOT / "jobs" / "pretrain" / f"{method}.yaml", {})
+    command = [str(Path(sys.executable).parent / "ecg-ray"), "pretrain", "--config", str(ROOT / "jobs" / "pretrain" / f"{method}.yaml"),
+               "--store", str(store), "--output", str(out), "--json",
+               "--set", f"train.batch_size={batch}", "--set", "train.workers=1", "--set", "train.gpus_per_worker=0",
+               "--set", f"train.epochs={epochs}", "--set", f"train.max_steps_per_epoch={steps}",
+               "--set", "train.probe_every=1", "--set", "train.checkpoint_every=1",
+               "--set", "data.train_folds=[1,2,3,4,5,6,7,8]", "--set", "data.val_folds=[9,10]",
+               "--set", "optim.warmup_epochs=0"]
+    if method == "cpc":
+        command += ["--set", "data.crop=1000"]  # the sample's 10 s records: one window each
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "pretrain failed")
+    summary = json_module.loads(done.stdout.strip().splitlines()[-1])
+    last = load_history(summary["checkpoint"])[-1]  # its checkpoint_s is the previous epoch's checkpoint
+    probe_every, checkpoint_every = job.train.probe_every, job.train.checkpoint_every
+    other = max(0.0, last["epoch_s"] - last["train_s"] - last["probe_s"])  # stream planning, metrics
+    every_epoch = last["epoch_s"] + last["checkpoint_s"]
+    with_intervals = last["train_s"] + other + last["probe_s"] / probe_every + last["checkpoint_s"] / checkpoint_every
+    return {"method": method, **{k: last[k] for k in ("train_s", "probe_s", "checkpoint_s", "epoch_s")},
+            "other_s": other, "probe_every": probe_every, "checkpoint_every": checkpoint_every,
+            "ratio_every_epoch": last["train_s"] / every_epoch, "ratio": last["train_s"] / with_intervals}
+
+
+def main_epoch(args) -> None:
+    import shutil
+    import tempfile
+
+    from ecg_ray.data.prepare import prepare_store
+    from ecg_ray.data.sources.ptbxl import PtbxlSource
+
+    sample = ROOT.parent / "shared" / "data" / "ptb-xl-sample"
+    if not (sample / "ptbxl_database.csv").exists():
+        print(f"--epoch needs the PTB-XL sample at {sample}; not found")
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="ecg_ray-epoch-"))
+    try:
+        store = tmp / "ptbxl"
+        prepare_store([PtbxlSource(sample)], store, workers=2, progress=False)
+        for method in args.methods.split(","):
+            figures = epoch_split(method, store, tmp / "runs", args.batch or 32, args.epoch_steps)
+            print(f"{method:<7} epoch of {args.epoch_steps} steps: train {figures['train_s']:.1f} s, validation "
+                  f"{figures['probe_s']:.1f} s, checkpoint {figures['checkpoint_s']:.1f} s, other {figures['other_s']:.1f} s;"
+                  f" job intervals: validation every {figures['probe_every']}, checkpoint every "
+                  f"{figures['checkpoint_every']} epochs")
+            print(f"RESULT epoch_overhead_every_epoch_{method} ratio={figures['ratio_every_epoch']:.3f}")
+            print(f"RESULT epoch_overhead_{method} ratio={figures['ratio']:.3f}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main() -> None:
     import torch
 
@@ -112,7 +181,12 @@ def main() -> None:
     parser.add_argument("--records-per-epoch", type=int, default=ALL_RECORDS_TRAIN)
     parser.add_argument("--usd-per-hour", type=float, default=None, help="price of one device-hour, for cost")
     parser.add_argument("--json", type=Path, default=None, help="also write all figures to this file")
+    parser.add_argument("--epoch", action="store_true", help="time whole worker epochs instead (see above)")
+    parser.add_argument("--epoch-steps", type=int, default=12, help="--epoch: optimizer steps per epoch")
     args = parser.parse_args()
+    if args.epoch:
+        main_epoch(args)
+        return
 
     if args.threads:
         torch.set_num_threads(args.threads)

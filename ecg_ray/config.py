@@ -2,12 +2,19 @@
 
 Every section is a dataclass; loading rejects unknown keys and wrong types with a message that
 names the dotted key, so a typo never silently falls back to a default (a defect of the
-reference code). Ray Tune search spaces use the same dotted keys as ``--set``.
+reference code), and values out of range (:func:`check_values`), so that they fail in the driver
+before Ray starts rather than inside a worker. Ray Tune search spaces use the same dotted keys as
+``--set``.
+
+Every YAML ecg_ray reads (config files, ``--set`` values, sweep files, saved run configs) goes
+through :func:`load_yaml`, whose floats follow YAML 1.2: ``1e-3`` and ``3E5`` are numbers, where
+PyYAML's YAML 1.1 resolver would read them as strings.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -160,8 +167,11 @@ class TrainConfig:
     max_failures: int = 0
     #: cap on optimizer steps per epoch (null = a full pass over the training records)
     max_steps_per_epoch: int | None = None
-    #: online linear probe on the validation folds each epoch (needs labels)
+    #: online linear probe on the validation folds (needs labels); else the held-out SSL loss
     probe: bool = True
+    #: validate (probe or held-out loss) every N epochs, and on the first and last; between, the last
+    #: figures are carried with ``val_epoch`` saying when they were measured
+    probe_every: int = 1
     probe_max_records: int = 2000
 
 
@@ -235,6 +245,65 @@ METHOD_SECTIONS = ("simclr", "byol", "swav", "cpc")
 
 _YAML11_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
+#: YAML 1.2's float forms: PyYAML (YAML 1.1) needs a dot and a signed exponent, so it reads 1e-3,
+#: 3E5 and -.5 as strings; the 1.1 sexagesimal floats (1:30.0) are left out, as in YAML 1.2.
+_YAML12_FLOAT = re.compile(r"""^(?:
+     [-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
+    |[-+]?\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X)
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 floats (see :data:`_YAML12_FLOAT`); everything else as SafeLoader."""
+
+
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+# Copy the resolver table before changing it: SafeLoader's own table must stay as it is.
+ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != _FLOAT_TAG]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+ConfigLoader.add_implicit_resolver(_FLOAT_TAG, _YAML12_FLOAT, list("-+0123456789."))
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML text safely, with YAML 1.2 numbers (the one parser for every YAML ecg_ray reads)."""
+    return yaml.load(text, Loader=ConfigLoader)  # noqa: S506 - ConfigLoader is a SafeLoader
+
+
+def yaml_error_line(exc: yaml.YAMLError) -> str:
+    """PyYAML's multi-line message as one line: the problem and where it is."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return f"{where}{problem}"
+
+
+def read_yaml_file(path: str | Path, what: str = "config file") -> Any:
+    """Parse a local YAML file; a missing path, a directory, binary content or bad YAML is one ConfigError."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{what} {path} not found")
+    if path.is_dir():
+        raise ConfigError(f"{what} {path} is a directory, not a YAML file")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{what} {path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    # YAML is text: a NUL byte or undecodable bytes mean a binary file given by mistake.
+    if text is None or "\x00" in text:
+        raise ConfigError(f"{what} {path} is not a YAML text file (binary content)")
+    try:
+        return load_yaml(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} {path}: invalid YAML at {yaml_error_line(exc)}") from None
+
 
 def _is_dataclass_type(tp) -> bool:
     return isinstance(tp, type) and dataclasses.is_dataclass(tp)
@@ -276,12 +345,14 @@ def _coerce(value: Any, tp, key: str):
             return value
         raise ConfigError(f"{key}: expected true/false, got {value!r}")
     if tp is int:
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            return int(value)  # 1e3 is a float in YAML 1.2; an integer setting takes its whole value
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return value
     if tp is float:
         if isinstance(value, str) and _YAML11_FLOAT.fullmatch(value.strip()):
-            # YAML 1.1 reads 1e-4 (no dot) as a string; a number is what was meant
+            # A string "1e-4" from a caller that parsed YAML 1.1 itself; a number is what was meant
             return float(value)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
@@ -325,7 +396,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not key:
         raise ConfigError(f"--set expects key=value, got {text!r}")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return key, value
@@ -349,12 +420,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
     tree: dict = {}
     if path is not None:
         path = Path(path)
-        if not path.exists():
-            raise ConfigError(f"config file {path} not found")
-        try:
-            tree = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: invalid YAML ({exc})") from None
+        tree = read_yaml_file(path) or {}
         if not isinstance(tree, dict):
             raise ConfigError(f"{path}: top level must be a mapping")
     items = overrides.items() if isinstance(overrides, dict) else [parse_override(o) for o in overrides or []]
@@ -367,7 +433,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
                 noise[key] = [noise[key]]
     config = from_dict(cls, tree)
     if cls is Config:
+        from ecg_ray.config_values import check_values
+
         check_method_sections(config, tree)
+        check_values(config)
     return config
 
 

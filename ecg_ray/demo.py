@@ -6,6 +6,12 @@ probe on the validation fold each epoch), export the encoder, evaluate it with t
 protocol against the same linear head on a random-init encoder, and write a report.
 
 Usage: python -m ecg_ray.demo [--out demo_out] [--records 2000] [--epochs 3]
+
+The demo starts fresh by deleting its previous runs, evaluations and report, so it first makes
+sure ``--out`` is its own directory: new or empty, or marked by an earlier demo, or laid out
+exactly as a demo leaves it (directories of older versions carry no mark). Everything it would
+delete must then be an ecg_ray run directory or a report file; anything else stops the demo with
+a one-line message and nothing deleted.
 """
 
 from __future__ import annotations
@@ -17,8 +23,55 @@ import time
 from pathlib import Path
 
 from ecg_ray.cli import main as cli_main
+from ecg_ray.errors import EcgRayError
 
 ROOT = Path(__file__).resolve().parents[1]
+#: written into --out by the demo: the directory is the demo's to clean up
+DEMO_MARK = ".ecg_ray-demo"
+#: what the demo writes into --out; the first three are deleted at the start of each demo
+RUN_FOLDERS = ("runs", "evaluations")
+REPORT_FOLDER = "report"
+DEMO_OUTPUTS = (*RUN_FOLDERS, REPORT_FOLDER, "synthetic.zarr", "encoder.pt", DEMO_MARK)
+
+
+def _foreign_entry(out: Path) -> str | None:
+    """The first thing in ``out`` the demo would delete but did not write, or None."""
+    from ecg_ray.train.trainer import RUN_CONFIG
+
+    for folder in RUN_FOLDERS:
+        if (out / folder).exists():
+            if not (out / folder).is_dir():
+                return str(out / folder)
+            for run in sorted((out / folder).iterdir()):
+                if not (run.is_dir() and (run / RUN_CONFIG).is_file()):  # every ecg_ray run writes it first
+                    return f"{run} (not an ecg_ray run directory)"
+    report = out / REPORT_FOLDER
+    if report.exists():
+        if not report.is_dir():
+            return str(report)
+        for item in sorted(report.iterdir()):
+            # report.md, its plots, and the temporary file of an interrupted report
+            if not (item.is_file() and (item.suffix in (".md", ".png") or item.name.startswith(".report.md.tmp-"))):
+                return f"{item} (not a file of an ecg_ray report)"
+    return None
+
+
+def claim_output_dir(out: Path) -> None:
+    """Make sure ``out`` is the demo's own directory before anything in it is deleted; mark it."""
+    if out.exists() and not out.is_dir():
+        raise EcgRayError(f"demo --out {out} is a file; give a directory")
+    if out.is_dir() and not (out / DEMO_MARK).exists() and any(out.iterdir()):
+        others = sorted(p.name for p in out.iterdir() if p.name not in DEMO_OUTPUTS)
+        if others or not (out / "synthetic.zarr").is_dir():
+            shown = ", ".join(others[:3]) or "no synthetic.zarr"
+            raise EcgRayError(f"refusing to use {out} for the demo: it is not a demo output directory "
+                              f"({shown}); choose another --out")
+    foreign = _foreign_entry(out)
+    if foreign is not None:
+        raise EcgRayError(f"refusing to clean {out} for the demo: {foreign} was not written by it; "
+                          "move it away or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / DEMO_MARK).write_text("written by python -m ecg_ray.demo: this directory holds its outputs\n")
 
 
 def _cli_json(args: list[str]) -> dict:
@@ -40,7 +93,8 @@ def run(out: Path, records: int, epochs: int) -> int:
     import shutil
 
     start = time.perf_counter()
-    for owned in ("runs", "evaluations", "report"):  # the demo's own outputs: start fresh each time
+    claim_output_dir(out)
+    for owned in (*RUN_FOLDERS, REPORT_FOLDER):  # the demo's own outputs: start fresh each time
         shutil.rmtree(out / owned, ignore_errors=True)
     store = out / "synthetic.zarr"
     print(f"[demo] 1/6 prepare {records} synthetic 12-lead records -> {store}")
@@ -108,7 +162,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", type=int, default=2000)
     parser.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args(argv)
-    return run(args.out, args.records, args.epochs)
+    try:
+        return run(args.out, args.records, args.epochs)
+    except EcgRayError as exc:
+        print(f"demo: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -25,6 +25,10 @@ A sweep file (``jobs/sweeps/*.yaml``)::
     max_concurrent_trials: 1
 
 Precedence per trial: base file < ``set`` < the CLI's ``--set`` < variant < searched values.
+Before Ray starts, :func:`load_sweep` checks the file (each space's kind, arity and bounds, every
+value as a trial config, ``mode``, the scheduler, and that ``metric`` is one the trials report:
+:mod:`ecg_ray.sweep_checks` lists them) and :func:`check_sweep_stores` the trials' stores and
+encoder files.
 Outputs in the sweep directory: ``results.parquet`` / ``results.csv`` (one row per trial: its
 config keys and final metrics) and, when trials evaluated noise, ``robustness.parquet`` / ``.csv``
 (one row per trial x noise type x SNR). A sweep whose driver died resumes with ``ecg-ray sweep``
@@ -45,22 +49,28 @@ import yaml
 from ecg_ray import storage
 from ecg_ray.config import load_config
 from ecg_ray.errors import ConfigError
+from ecg_ray.sweep_checks import SPACES  # noqa: F401  (re-exported: the space kinds of a sweep file)
 
 SPEC_KEYS = {"name", "kind", "base", "set", "variants", "search", "searcher", "num_samples", "metric", "mode",
              "scheduler", "max_concurrent_trials", "resources_per_trial", "description"}
-SPACES = ("grid", "choice", "uniform", "loguniform", "randint", "quniform")
 TUNE_DIR = "tune"
 VARIANT_KEY = "variant"
 
 
 def load_sweep(path: Path, overrides: list[str] | None = None, store: Path | None = None) -> dict[str, Any]:
-    """Read and validate a sweep file; returns the spec with the base path resolved."""
-    from ecg_ray.config import parse_override
+    """Read and validate a sweep file; returns the spec with the base path resolved.
+
+    Everything that can be checked without opening stores is checked here, before Ray starts: the
+    sweep's own keys, each search space (kind, arity, bounds), every value each space and variant
+    can give (as a trial config), the scheduler, and that the metric is one the trials report.
+    """
+    from ecg_ray.config import parse_override, read_yaml_file
+    from ecg_ray.sweep_checks import check_fields, check_metric, check_space, value_trials
 
     path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"sweep file {path} not found")
-    spec = yaml.safe_load(path.read_text()) or {}
+    spec = read_yaml_file(path, "sweep file") or {}
+    if not isinstance(spec, dict):
+        raise ConfigError(f"sweep file {path}: top level must be a mapping")
     unknown = sorted(set(spec) - SPEC_KEYS)
     if unknown:
         raise ConfigError(f"{path}: unknown sweep key(s) {unknown}; valid: {sorted(SPEC_KEYS)}")
@@ -70,11 +80,20 @@ def load_sweep(path: Path, overrides: list[str] | None = None, store: Path | Non
         raise ConfigError(f"{path}: kind must be evaluate or pretrain, got {spec['kind']!r}")
     if "base" not in spec:
         raise ConfigError(f"{path}: 'base' (the base config file) is required")
-    base = (path.parent / spec["base"]).resolve()
+    base = (path.parent / str(spec["base"])).resolve()
     if not base.exists():
         raise ConfigError(f"{path}: base config {base} not found")
     spec["base"] = str(base)
-    fixed = dict(spec.get("set") or {})
+    for key, empty in (("set", {}), ("variants", []), ("search", {})):
+        if spec.get(key) is None:  # "search:" with nothing under it reads as null
+            spec[key] = empty
+    spec.setdefault("searcher", "grid")
+    spec.setdefault("num_samples", 1)
+    spec.setdefault("metric", "val_macro_auc" if spec["kind"] == "evaluate" else "loss")
+    spec.setdefault("mode", "max" if spec["kind"] == "evaluate" else "min")
+    spec.setdefault("max_concurrent_trials", 1)
+    check_fields(path, spec)
+    fixed = dict(spec["set"])
     for item in overrides or []:
         key, value = parse_override(item)
         fixed[key] = value
@@ -82,33 +101,49 @@ def load_sweep(path: Path, overrides: list[str] | None = None, store: Path | Non
         fixed["data.store"] = storage.normalize(store)
         fixed["data.stores"] = None  # --store wins over a sweep's mixed corpus
     spec["set"] = fixed
-    spec["variants"] = list(spec.get("variants") or [])
-    spec["search"] = dict(spec.get("search") or {})
-    spec.setdefault("searcher", "grid")
-    spec.setdefault("num_samples", 1)
-    spec.setdefault("metric", "val_macro_auc" if spec["kind"] == "evaluate" else "loss")
-    spec.setdefault("mode", "max" if spec["kind"] == "evaluate" else "min")
-    spec.setdefault("max_concurrent_trials", 1)
-    for key, space in spec["search"].items():
-        if not isinstance(space, dict) or len(space) != 1 or next(iter(space)) not in SPACES:
-            raise ConfigError(f"{path}: search.{key} must be one of {{{', '.join(SPACES)}: ...}}, got {space!r}")
-    if spec["searcher"] not in ("grid", "random", "optuna"):
-        raise ConfigError(f"{path}: searcher must be grid, random or optuna")
+    spec["search"] = {key: check_space(f"{path}: search.{key}", space) for key, space in spec["search"].items()}
     if spec["searcher"] == "optuna" and any("grid" in s for s in spec["search"].values()):
         raise ConfigError(f"{path}: optuna cannot search grid spaces; use choice")
-    # Validate every trial's config now, before Ray starts: a typo fails here, naming the key.
-    for trial in preview_trials(spec):
-        load_config(spec["base"], trial)
+    try:
+        _scheduler(spec)
+    except (TypeError, ValueError, AssertionError) as exc:  # ASHA's own argument checks
+        raise ConfigError(f"{path}: scheduler {spec.get('scheduler')!r}: {exc}") from None
+    # Every trial's config now, before Ray starts: a typo or a value out of range fails here,
+    # naming the key; the first value set of each variant also decides which metrics are reported.
+    for what, trial in value_trials(spec, VARIANT_KEY):
+        try:
+            config = load_config(spec["base"], trial)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {what}: {exc}") from None
+        if what == "set" or what.startswith("variant "):
+            check_metric(path, spec, config)
     return spec
+
+
+def check_sweep_stores(spec: dict) -> None:
+    """The driver checks of each variant's first trial that open stores and encoder files.
+
+    What a trial would otherwise find only once Ray runs it: a missing store or a fold selection
+    without records, an encoder file that does not fit, and for pretraining with the probe on,
+    whether the store's labels make the trials report val_macro_auc or val_loss.
+    """
+    from ecg_ray.sweep_checks import check_metric_on_store
+    from ecg_ray.train.trainer import validate_evaluation, validate_pretraining
+
+    where = f"sweep {spec['name']}"
+    for trial in preview_trials(spec):
+        config = load_config(spec["base"], trial)
+        if spec["kind"] == "evaluate":
+            validate_evaluation(config)
+        else:
+            check_metric_on_store(where, spec, config, validate_pretraining(config).parts[0].store)
 
 
 def preview_trials(spec: dict) -> list[dict[str, Any]]:
     """Representative override sets (each variant x first value of each space) for validation."""
-    first = {}
-    for key, space in spec["search"].items():
-        (kind, value), = space.items()
-        first[key] = value[0] if kind in ("grid", "choice") else (
-            int(value[0]) if kind == "randint" else float(value[0]))
+    from ecg_ray.sweep_checks import space_samples
+
+    first = {key: space_samples(space)[0] for key, space in spec["search"].items()}
     variants = spec["variants"] or [{}]
     return [{**spec["set"], **{k: v for k, v in variant.items() if k != VARIANT_KEY}, **first}
             for variant in variants]
@@ -192,10 +227,12 @@ def run_sweep(spec: dict, output: str | Path) -> dict[str, Any]:
     """Run (or resume) a sweep; returns a summary with the results table paths."""
     from ray import tune
 
+    from ecg_ray.overwrite import check_sweep_dir
     from ecg_ray.train.trainer import ensure_ray
 
+    # A local directory or a URI (s3://bucket/sweeps/NAME): new, empty, or a sweep to resume.
+    sweep_dir = check_sweep_dir(output)
     ensure_ray()
-    sweep_dir = storage.normalize(output)  # a local directory or a URI (s3://bucket/sweeps/NAME)
     storage.write_text(yaml.safe_dump(spec, sort_keys=False), storage.join(sweep_dir, "sweep.yaml"))
     resources = dict(spec.get("resources_per_trial") or {})
     if not any(float(v) > 0 for v in resources.values()):

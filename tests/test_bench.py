@@ -32,3 +32,28 @@ def test_step_throughput_measures_and_costs_a_paper_run(tmp_path):
     # device-hours follow from the measured rate: 2000 epochs x 49,109 records / samples per second
     assert abs(simclr["paper_device_hours"] - 2000 * 49_109 / simclr["samples_per_s"] / 3600) < 1e-6
     assert simclr["paper_usd"] == simclr["paper_device_hours"] * 2.0 and simclr["speedup_vs_fp32"] == 1.0
+
+
+def test_gpu_check_needs_neither_ray_nor_the_data_stack():
+    """bench/gpu_check.py runs on a bare GPU machine: importing it and its step code pulls no Ray, zarr or pyarrow."""
+    code = (
+        "import sys\n"
+        "for name in ('ray', 'zarr', 'pyarrow'):\n"
+        "    sys.modules[name] = None  # any import of them fails\n"
+        f"sys.path.insert(0, {str(BENCH)!r})\n"
+        "import gpu_check\n"
+        "import torch\n"
+        "config = gpu_check.job_config('simclr', 'fp32', batch=4)\n"
+        "method, optimizer, scheduler, autocast, scaler = gpu_check.build(config, torch.device('cpu'), 2)\n"
+        "from ecg_ray.train.step import training_step\n"
+        "x = gpu_check.crops(config, torch.device('cpu'), 1)[0]\n"
+        "print('loss', float(training_step(method, method, x, optimizer, scheduler, autocast, scaler, 1)))\n"
+        "print('cuda', torch.cuda.is_available())\n"
+        "print('exit', gpu_check.main() if not torch.cuda.is_available() else 'gpu')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=BENCH.parent)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert re.search(r"^loss \d", proc.stdout, re.M)
+    if "cuda False" in proc.stdout:
+        assert "exit 2" in proc.stdout and "no CUDA device" in proc.stdout  # says why it did nothing

@@ -102,7 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="chunk compression (default: the store default, see bench/RESULTS.md)")
     p.add_argument("--chunk-samples", type=int, default=None, help="time samples per zarr chunk")
     p.add_argument("--workers", type=int, default=None, help="reader processes (default: min(4, CPUs))")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing store at --out")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing complete ecg_ray store at --out (anything else there, or a store "
+                        "that holds or lies inside an input, is refused)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object on the last line")
 
@@ -267,6 +269,7 @@ def _run_flags(args) -> list[str]:
 
 
 def cmd_pretrain(args) -> dict:
+    from ecg_ray.config_values import check_values
     from ecg_ray.train.trainer import resume_config, run_pretraining
 
     if args.resume is not None:
@@ -277,6 +280,7 @@ def cmd_pretrain(args) -> dict:
                               "--store-weights; use --set data.stores=... to change a mixed corpus")
         config = resume_config(args.resume, args.overrides + ([f"data.store={args.store[0]}", "data.stores=null"]
                                                              if args.store else []), args.epochs)
+        check_values(config)  # --set on a resumed run gets the range checks of a new one
     else:
         config = pretrain_config(args)
     summary = run_pretraining(config, args.output, resume=args.resume)
@@ -319,9 +323,10 @@ def cmd_evaluate(args) -> dict:
 
 
 def cmd_sweep(args) -> dict:
-    from ecg_ray.tune import load_sweep, run_sweep
+    from ecg_ray.tune import check_sweep_stores, load_sweep, run_sweep
 
     spec = load_sweep(args.config, args.overrides, args.store)
+    check_sweep_stores(spec)  # stores, folds and encoder files of the trials, before Ray starts
     output = args.output or Path("runs") / "sweeps" / spec["name"]
     summary = run_sweep(spec, output)
     print(f"sweep {summary['name']}: {summary['trials']} trial(s), {summary['errored']} errored")
@@ -345,7 +350,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = COMMANDS[args.command](args)
     except EcgRayError as exc:
-        print(f"ecg-ray {args.command}: error: {exc}", file=sys.stderr)
+        # One line whatever the message holds (a wrapped library message may span several).
+        message = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        print(f"ecg-ray {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"ecg-ray {args.command}: interrupted", file=sys.stderr)

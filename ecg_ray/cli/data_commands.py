@@ -45,10 +45,18 @@ def _make_sources(args) -> list:
     raise EcgRayError(f"unknown source kind {kind}")
 
 
+def _prepare_inputs(args) -> list:
+    """Every path ``prepare`` reads: sources, label/exam tables, the patient list, the PTB-XL database."""
+    return [*args.src, args.labels, args.exams_csv, args.exclude_patients, args.ptbxl_db]
+
+
 def cmd_prepare(args) -> dict:
     from ecg_ray.data.prepare import Exclusions, prepare_store
     from ecg_ray.data.store import DEFAULT_CHUNK_SAMPLES, DEFAULT_CODEC, EcgStore
+    from ecg_ray.overwrite import check_store_target
 
+    # First, before any input is read: a refused --out (or --overwrite) costs nothing.
+    check_store_target(args.out, inputs=_prepare_inputs(args), overwrite=args.overwrite)
     patients = set()
     if args.exclude_patients is not None:
         if not args.exclude_patients.exists():
@@ -60,7 +68,8 @@ def cmd_prepare(args) -> dict:
     start = time.perf_counter()
     prepare_store(sources, args.out, fs=args.target_fs, on_error=args.on_error, exclusions=exclusions,
                   chunk_samples=args.chunk_samples or DEFAULT_CHUNK_SAMPLES, codec=args.codec or DEFAULT_CODEC,
-                  workers=args.workers, overwrite=args.overwrite, progress=not args.no_progress)
+                  workers=args.workers, overwrite=args.overwrite, progress=not args.no_progress,
+                  inputs=[p for p in _prepare_inputs(args) if p is not None])
     elapsed = time.perf_counter() - start
     summary = EcgStore(args.out).summary()
     summary["seconds"] = round(elapsed, 2)
@@ -72,7 +81,9 @@ def cmd_inspect(args) -> dict:
     from ecg_ray.data.corpus import combined_summary
     from ecg_ray.data.store import EcgStore
 
-    stores = [EcgStore(path) for path in args.store]
+    # --verify opens on the manifest alone: a damaged table is then reported as a checksum failure
+    # like any other file, instead of stopping the open; without it a damaged table fails in one line.
+    stores = [EcgStore(path, tables=not args.verify) for path in args.store]
     summaries = [_inspect_one(store, args.verify) for store in stores]
     if len(stores) == 1:
         return summaries[0]

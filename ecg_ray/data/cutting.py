@@ -14,6 +14,11 @@ Two readers feed the cutters:
   decoded) and crops cut from the decoded span with one strided view. Reading records spread
   over the store therefore decodes many chunks: use a block shuffle (``data.shuffle_block``)
   there.
+
+Both readers check what they read (``ecg_ray.data.integrity``): each chunk file against the
+manifest's sha256 the first time this node touches it in a run (raw chunks also for NaN/inf),
+and data decoded through zarr for NaN/inf. A failure stops the read with a one-line StoreError
+naming the store, the chunk and its records. ``verify=False`` skips both (benchmarks only).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
 from ecg_ray import storage
+from ecg_ray.data.integrity import check_finite, chunk_verifier, non_finite_error
 from ecg_ray.data.store import SIGNALS, open_signals
 
 LEADS = 12
@@ -102,13 +108,15 @@ class _ChunkMaps:
         self.capacity = capacity
         self.maps: OrderedDict[tuple[str, str, int], np.ndarray] = OrderedDict()
 
-    def get(self, store_path: str, version: str, chunk: int, k: int) -> np.ndarray:
+    def get(self, store_path: str, version: str, chunk: int, k: int, verifier=None) -> np.ndarray:
         key = (store_path, version, k)
         m = self.maps.get(key)
         if m is not None:
             self.maps.move_to_end(key)
             return m
         path = os.path.join(store_path, SIGNALS, "c", str(k), "0")
+        if verifier is not None:  # before mapping: no crop is ever cut from an unverified chunk
+            verifier.check_file(k, path)
         # zarr does not write a chunk equal to the fill value (all zeros): recreate it
         m = (np.memmap(path, dtype="<f4", mode="r").reshape(-1, LEADS) if os.path.exists(path)
              else np.zeros((chunk, LEADS), np.float32))
@@ -128,14 +136,17 @@ class _ChunkFiles:
         self.capacity = capacity
         self.open: OrderedDict[tuple[str, str, int], int] = OrderedDict()
 
-    def get(self, store_path: str, version: str, k: int) -> int:
+    def get(self, store_path: str, version: str, k: int, verifier=None) -> int:
         key = (store_path, version, k)
         fd = self.open.get(key)
         if fd is not None:
             self.open.move_to_end(key)
             return fd
+        path = os.path.join(store_path, SIGNALS, "c", str(k), "0")
+        if verifier is not None:  # before the first read (a file closed by the LRU stays verified)
+            verifier.check_file(k, path)
         try:
-            fd = os.open(os.path.join(store_path, SIGNALS, "c", str(k), "0"), os.O_RDONLY)
+            fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
             fd = -1  # zarr does not write a chunk equal to the fill value (all zeros)
         self.open[key] = fd
@@ -150,15 +161,21 @@ _CHUNK_FILES = _ChunkFiles(capacity=max(16, min(256, _FD_LIMIT // 8)))
 
 
 def cut_raw_chunks(store_path: str, chunk: int, starts: np.ndarray, width: int, version: str = "",
-                   out: np.ndarray | None = None, mapped: bool = False) -> np.ndarray:
+                   out: np.ndarray | None = None, mapped: bool = False, verify: bool = True) -> np.ndarray:
     """Crops at global sample positions ``starts`` (any order) from the raw chunk files.
 
     Returns (n, 12, width) float32 (into ``out`` if given), row i cut at ``starts[i]``.
     ``mapped`` reads through the per-process memory maps (stores of <= ``MAPPED_CHUNKS``
     chunks), else with one ``preadv`` per crop. A crop that straddles two chunks is read in two parts.
     """
+    verifier = chunk_verifier(store_path, version) if verify else None
+    if verifier is not None and not verifier.complete:  # every chunk this task touches, before any crop
+        first, last = starts // chunk, (starts + width - 1) // chunk
+        touched = first[:, None] + np.arange((width - 1) // chunk + 2)
+        verifier.check_files(np.unique(touched[touched <= last[:, None]]).tolist(),
+                             lambda k: os.path.join(store_path, SIGNALS, "c", str(k), "0"))
     if mapped and width <= chunk:
-        return _cut_mapped(store_path, chunk, starts, width, version, out)
+        return _cut_mapped(store_path, chunk, starts, width, version, out, verifier)
     n = len(starts)
     staging = np.empty((n, width, LEADS), dtype=np.float32)  # file order: time-major
     chunk_of = starts // chunk
@@ -167,7 +184,7 @@ def cut_raw_chunks(store_path: str, chunk: int, starts: np.ndarray, width: int, 
         k, at, done = int(chunk_of[i]), int(local[i]), 0
         while done < width:
             take = min(width - done, chunk - at)
-            fd = _CHUNK_FILES.get(store_path, version, k)
+            fd = _CHUNK_FILES.get(store_path, version, k, verifier)
             piece = staging[i, done:done + take]
             if fd < 0:
                 piece[:] = 0.0
@@ -182,7 +199,7 @@ def cut_raw_chunks(store_path: str, chunk: int, starts: np.ndarray, width: int, 
 
 
 def _cut_mapped(store_path: str, chunk: int, starts: np.ndarray, width: int, version: str,
-                out: np.ndarray | None) -> np.ndarray:
+                out: np.ndarray | None, verifier=None) -> np.ndarray:
     """Per chunk one gather over a time-major window view of its memory map, transposed on the way."""
     n = len(starts)
     out = np.empty((n, LEADS, width), dtype=np.float32) if out is None else out
@@ -195,28 +212,35 @@ def _cut_mapped(store_path: str, chunk: int, starts: np.ndarray, width: int, ver
     for j, k in enumerate(ks.tolist()):
         rows = order[bounds[j]:bounds[j + 1]]
         rows = rows[inside[rows]]
-        m = _CHUNK_MAPS.get(store_path, version, chunk, k)
+        m = _CHUNK_MAPS.get(store_path, version, chunk, k, verifier)
         # windows[t] is the (width, leads) run starting at sample t: a view, no copy
         windows = as_strided(m, shape=(m.shape[0] - width + 1, width, LEADS),
                              strides=(m.strides[0], m.strides[0], m.strides[1]), writeable=False)
         out[rows] = windows[local[rows]].transpose(0, 2, 1)
     for i in np.flatnonzero(~inside).tolist():  # the rare crop that straddles two chunks
         k, at = int(chunk_of[i]), int(local[i])
-        out[i] = np.concatenate([_CHUNK_MAPS.get(store_path, version, chunk, k)[at:],
-                                 _CHUNK_MAPS.get(store_path, version, chunk, k + 1)[:width - (chunk - at)]]).T
+        out[i] = np.concatenate([_CHUNK_MAPS.get(store_path, version, chunk, k, verifier)[at:],
+                                 _CHUNK_MAPS.get(store_path, version, chunk, k + 1, verifier)[:width - (chunk - at)]]).T
     return out
 
 
 # ----------------------------------------------------------------------------- zarr reads
 
 def read_span(store_path: str, offsets: np.ndarray, lengths: np.ndarray,
-              store_version: str = "") -> tuple[np.ndarray, np.ndarray]:
-    """Signals covering the given records (sorted by offset) and each record's start within them."""
-    array = _signals(store_path, store_version)
+              store_version: str = "", verify: bool = True, finite: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Signals covering the given records (sorted by offset) and each record's start within them.
+
+    With ``verify`` each chunk is checked against its checksum as zarr fetches it (first touch),
+    and, with ``finite``, the span for NaN/inf (a caller that checks what it cuts passes False).
+    """
+    array = _signals(store_path, store_version, verify)
     start, stop = int(offsets[0]), int(offsets[-1] + lengths[-1])
     wanted = int(lengths.sum())
     if wanted >= _DENSE_READ_SHARE * (stop - start):
-        return array[start:stop], offsets - start
+        span = array[start:stop]
+        if verify and finite:
+            check_finite(store_path, span, start)
+        return span, offsets - start
     # Sparse selection: read each run of consecutive records separately and pack them.
     ends = offsets + lengths
     breaks = np.flatnonzero(offsets[1:] != ends[:-1]) + 1
@@ -224,22 +248,40 @@ def read_span(store_path: str, offsets: np.ndarray, lengths: np.ndarray,
     for run in np.split(np.arange(len(offsets)), breaks):
         a, b = int(offsets[run[0]]), int(ends[run[-1]])
         pieces.append(array[a:b])
+        if verify and finite:
+            check_finite(store_path, pieces[-1], a)
         rel[run] = offsets[run] - a + pos
         pos += b - a
     return np.concatenate(pieces), rel
 
 
 def cut_through_zarr(store_path: str, offsets: np.ndarray, lengths: np.ndarray, starts: np.ndarray,
-                     width: int, version: str = "") -> np.ndarray:
-    """Crops at ``starts`` (relative to each row's record) of rows whose records are at ``offsets``."""
+                     width: int, version: str = "", verify: bool = True) -> np.ndarray:
+    """Crops at ``starts`` (relative to each row's record) of rows whose records are at ``offsets``.
+
+    With ``verify`` the crops, not the span, are checked for NaN/inf: a dense span can be ten times
+    the crops (gaps between the wanted records are read too), and one pass over the crops costs
+    ~0.7 us per crop of 250 samples, about 1 % of decoding them (bench/RESULTS.md).
+    """
     unique, first, inverse = np.unique(offsets, return_index=True, return_inverse=True)
-    signal, rel = read_span(store_path, unique, lengths[first], version)
-    return cut(signal, rel[inverse.reshape(-1)] + starts, width)
+    signal, rel = read_span(store_path, unique, lengths[first], version, verify, finite=False)
+    crops = cut(signal, rel[inverse.reshape(-1)] + starts, width)
+    if verify:
+        check_finite_rows(store_path, crops, offsets + starts)
+    return crops
+
+
+def check_finite_rows(store_path: str, batch: np.ndarray, positions: np.ndarray) -> None:
+    """Raise naming the records if a row of ``batch`` holds NaN/inf; ``positions``: a global sample of each row."""
+    if np.isfinite(batch).all():
+        return
+    bad = np.flatnonzero(~np.isfinite(batch.reshape(len(batch), -1)).all(axis=1))
+    raise non_finite_error(store_path, positions[bad])
 
 
 @functools.lru_cache(maxsize=8)
-def _signals(store_path: str, store_version: str):
+def _signals(store_path: str, store_version: str, verify: bool = True):
     # One open array per store and process: opening a cloud store costs a metadata round trip.
     # The version (from the manifest) keeps a store re-prepared at the same path from being
     # read through a stale array.
-    return open_signals(store_path)
+    return open_signals(store_path, chunk_verifier(store_path, store_version) if verify else None)

@@ -24,6 +24,7 @@ from ecg_ray import storage
 from ecg_ray.data.sources.base import Record, SkippedRecord, Source
 from ecg_ray.data.store import DEFAULT_CHUNK_SAMPLES, DEFAULT_CODEC, StoreWriter
 from ecg_ray.errors import EcgRayError, RecordError, SourceError
+from ecg_ray.overwrite import check_store_target, store_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -112,8 +113,17 @@ def prepare_store(
     workers: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    inputs: list[str | Path] | None = None,
 ) -> dict:
-    """Read all sources into a new store at ``out``; returns its manifest."""
+    """Read all sources into a new store at ``out``; returns its manifest.
+
+    ``overwrite`` replaces only a complete ecg_ray store that holds no input: neither a source path
+    (from the sources' ``describe()``), nor the PTB-XL database of ``exclusions``, nor ``inputs``
+    (other files the caller read, e.g. a patient list). That is checked before anything is read.
+    """
+    exclusions = exclusions or Exclusions()
+    all_inputs = store_inputs(sources, exclusions.ptbxl_db, *(inputs or []))
+    check_store_target(out, inputs=all_inputs, overwrite=overwrite)
     if on_error not in ("skip", "fail"):
         raise EcgRayError(f"--on-error must be 'skip' or 'fail', got {on_error!r}")
     if not sources:
@@ -121,12 +131,11 @@ def prepare_store(
     for source in sources:
         if source.fs_out != fs:
             raise SourceError(f"source {source.kind} resamples to {source.fs_out} Hz, store is {fs} Hz")
-    exclusions = exclusions or Exclusions()
     workers = workers if workers is not None else min(4, os.cpu_count() or 1)
     total = sum(len(s.refs()) for s in sources)
     source_of_kind = {id(s): s for s in sources}
     writer = StoreWriter(out, fs=fs, chunk_samples=chunk_samples, codec=codec, overwrite=overwrite,
-                         progress=progress)
+                         progress=progress, inputs=tuple(all_inputs))
     pool = None
     try:
         if workers > 1:

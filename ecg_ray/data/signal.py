@@ -100,4 +100,8 @@ def standardize(
             raise RecordError(record_id, file, f"{int(bad.sum())} {kind} sample(s)")
     signal = reorder_leads(signal, list(leads), record_id, file)
     out = resample(signal, fs, float(fs_out))
+    # A finite float64 beyond float32's range would become inf in the store (and NaN in training).
+    if out.dtype != np.float32 and out.size and np.abs(out).max() > np.finfo(np.float32).max:
+        raise RecordError(record_id, file, f"samples beyond the float32 range (|x| up to {np.abs(out).max():.3g}): "
+                                           f"not a signal in mV")
     return np.ascontiguousarray(out, dtype=np.float32)

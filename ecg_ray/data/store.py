@@ -27,7 +27,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 import uuid
 from collections import Counter
@@ -42,9 +41,19 @@ from zarr import codecs
 
 import ecg_ray
 from ecg_ray import storage
+from ecg_ray.data.integrity import ChunkVerifier, chunk_verifier, store_version, verifying_zarr_store
 from ecg_ray.data.signal import CANONICAL_LEADS
 from ecg_ray.data.sources.base import Record, SkippedRecord, label_sort_key
+from ecg_ray.data.staging import (
+    CLOUD_STORE_DIR,
+    OWNER_FILE,
+    cloud_staging,
+    local_staging,
+    release,
+    remove_stale_staging,
+)
 from ecg_ray.errors import StoreError
+from ecg_ray.overwrite import check_store_target
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -82,6 +91,8 @@ class StoreWriter:
     overwrite: bool = False
     #: show a progress bar while uploading a store prepared to a cloud URI
     progress: bool = False
+    #: paths the store is prepared from: ``overwrite`` never replaces a location holding or inside one
+    inputs: tuple[str, ...] = ()
     _rows: list[dict[str, Any]] = field(default_factory=list, init=False)
     _labels: list[dict[str, int]] = field(default_factory=list, init=False)
     skipped: list[SkippedRecord] = field(default_factory=list, init=False)
@@ -92,20 +103,21 @@ class StoreWriter:
 
     def __post_init__(self):
         self.remote = storage.is_uri(self.out)
+        self.inputs = tuple(str(item) for item in self.inputs)
+        # Refuse (before writing anything) a target that is not a store we may replace.
+        target = check_store_target(self.out, inputs=self.inputs, overwrite=self.overwrite)
+        remove_stale_staging(target)  # what runs killed while preparing this same target left behind
         if self.remote:
-            self.out = storage.normalize(self.out)
-            if storage.exists(self.out) and not self.overwrite:
-                raise StoreError(f"{self.out} already exists (use --overwrite to replace it)")
+            self.out = target
             # Staged on local disk ($TMPDIR), uploaded by finalize: needs local space for the whole store.
-            self.tmp = Path(tempfile.mkdtemp(prefix="ecg_ray-store-staging-"))
+            self._staging = cloud_staging(self.out)
+            self.tmp = self._staging / CLOUD_STORE_DIR
         else:
-            self.out = Path(self.out)
-            if self.out.exists() and not self.overwrite:
-                raise StoreError(f"{self.out} already exists (use --overwrite to replace it)")
+            self.out = Path(target)
             self.out.parent.mkdir(parents=True, exist_ok=True)
-            self.tmp = self.out.parent / f".{self.out.name}.partial-{uuid.uuid4().hex[:8]}"
-            self.tmp.mkdir()
-        self._root = zarr.open_group(str(self.tmp), mode="w", zarr_format=3)
+            self._staging = self.tmp = local_staging(self.out)
+        # mode "a", not "w": "w" would delete the staging directory's owner file.
+        self._root = zarr.open_group(str(self.tmp), mode="a", zarr_format=3)
         self._signals = self._root.create_array(
             SIGNALS, shape=(0, len(CANONICAL_LEADS)), chunks=(self.chunk_samples, len(CANONICAL_LEADS)),
             dtype="float32", compressors=make_compressors(self.codec), fill_value=0.0,
@@ -228,8 +240,11 @@ class StoreWriter:
             "label_warnings": self.label_warnings(),
             **(extra or {}),
         }
-        manifest["checksums"] = checksum_files(self.tmp)
-        manifest["bytes"] = directory_bytes(self.tmp)
+        checksums = checksum_files(self.tmp)
+        checksums.pop(OWNER_FILE, None)  # a local staging directory's owner file is dropped before the move
+        manifest["checksums"] = checksums
+        owner = self.tmp / OWNER_FILE
+        manifest["bytes"] = directory_bytes(self.tmp) - (owner.stat().st_size if owner.exists() else 0)
         with open(self.tmp / MANIFEST, "w") as f:
             json.dump(manifest, f, indent=1)
             f.flush()
@@ -237,25 +252,36 @@ class StoreWriter:
         self._move_into_place()
         return manifest
 
+    def _check_target_again(self) -> bool:
+        """Re-run the target check right before replacing (the target may have changed meanwhile).
+
+        Returns whether something is there to replace; on refusal the partial store is removed.
+        """
+        if storage.exists(self.out) and not self.overwrite:
+            self.abort()
+            raise StoreError(f"{self.out} appeared while preparing; not replacing it")
+        try:
+            check_store_target(self.out, inputs=self.inputs, overwrite=self.overwrite)
+        except StoreError:
+            self.abort()
+            raise
+        return storage.exists(self.out)
+
     def _move_into_place(self) -> None:
         if self.remote:
             self._upload()
             return
         old = None
-        if self.out.exists():
-            if not self.overwrite:
-                raise StoreError(f"{self.out} appeared while preparing; not replacing it")
+        if self._check_target_again():
             old = self.out.parent / f".{self.out.name}.old-{uuid.uuid4().hex[:8]}"
             os.rename(self.out, old)
+        release(self.tmp)
         os.rename(self.tmp, self.out)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
 
     def _upload(self) -> None:
-        if storage.exists(self.out):
-            if not self.overwrite:
-                self.abort()
-                raise StoreError(f"{self.out} appeared while preparing; not replacing it")
+        if self._check_target_again():
             # The old manifest goes first, so no reader ever sees a mix of old and new files.
             storage.delete_file(storage.join(self.out, MANIFEST))
             storage.delete_dir(self.out)
@@ -266,7 +292,7 @@ class StoreWriter:
 
     def abort(self) -> None:
         """Remove the partial store (an interrupted prepare leaves nothing that looks complete)."""
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        shutil.rmtree(self._staging, ignore_errors=True)
 
 
 def checksum_files(root: str | Path) -> dict[str, str]:
@@ -288,14 +314,21 @@ def directory_bytes(root: str | Path) -> int:
 
 
 class EcgStore:
-    """A prepared store opened for reading (metadata in memory, signals read lazily)."""
+    """A prepared store opened for reading (metadata in memory, signals read lazily).
 
-    def __init__(self, path: str | Path):
+    ``tables`` (default) reads ``records.parquet`` and checks that ``labels.parquet`` is readable
+    at open, so a damaged table fails here, in one line naming the file, before anything starts;
+    ``tables=False`` opens on the manifest alone (``inspect --verify`` must check a store whose
+    tables are broken) and reads the tables when first used.
+    """
+
+    def __init__(self, path: str | Path, *, tables: bool = True):
         # A location string: an absolute local path or a URI (s3://bucket/stores/ptbxl).
         self.path = storage.normalize(path)
         manifest_file = storage.join(self.path, MANIFEST)
         if not storage.is_dir(self.path):
-            raise StoreError(f"{self.path}: no such store directory")
+            found = "is a file, not a store directory" if storage.is_file(self.path) else "no such store directory"
+            raise StoreError(f"{self.path}: {found}")
         if not storage.exists(manifest_file):
             raise StoreError(f"{self.path}: no {MANIFEST}; not an ecg_ray store, or an interrupted prepare")
         try:
@@ -308,8 +341,55 @@ class EcgStore:
         if version != SCHEMA_VERSION:
             raise StoreError(f"{self.path}: store schema version {version}, this ecg_ray reads "
                              f"{SCHEMA_VERSION}; prepare the store again")
-        self.records = storage.read_parquet(storage.join(self.path, RECORDS_TABLE))
+        self._records: pd.DataFrame | None = None
         self._labels: pd.DataFrame | None = None
+        self._signals: zarr.Array | None = None
+        if tables:
+            _ = self.records
+            self._table_rows(LABELS_TABLE)  # reads the footer only, not the labels
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_signals"] = None  # an open array holds a file descriptor; reopened on demand
+        return state
+
+    @property
+    def records(self) -> pd.DataFrame:
+        """One row per record (``records.parquet``), read on first use."""
+        if self._records is None:
+            self._records = self._read_table(RECORDS_TABLE)
+        return self._records
+
+    @records.setter
+    def records(self, table: pd.DataFrame) -> None:
+        self._records = table
+
+    def _table_error(self, name: str, exc: BaseException) -> StoreError:
+        # pyarrow's messages run over several lines; the first says what is wrong.
+        reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        return StoreError(f"{storage.join(self.path, name)}: unreadable table ({reason}); the store is damaged: "
+                          f"run ecg-ray inspect --verify {self.path}, then prepare it again")
+
+    def _read_table(self, name: str) -> pd.DataFrame:
+        import pyarrow as pa
+
+        try:
+            return storage.read_parquet(storage.join(self.path, name))
+        except (storage.StorageError, pa.ArrowException, ValueError, OSError) as exc:
+            raise self._table_error(name, exc) from None
+
+    def _table_rows(self, name: str) -> int | None:
+        """Rows of a table from its Parquet footer (a truncated file has none); None for a table
+        without columns (a store without labels), whose row count Parquet does not keep."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        fs, path = storage.filesystem(storage.join(self.path, name))
+        try:
+            metadata = pq.read_metadata(path, filesystem=fs)
+        except (pa.ArrowException, ValueError, OSError) as exc:
+            raise self._table_error(name, exc) from None
+        return int(metadata.num_rows) if metadata.num_columns else None
 
     @property
     def fs(self) -> float:
@@ -329,11 +409,14 @@ class EcgStore:
     @property
     def version(self) -> str:
         """Changes whenever the store is prepared again at the same location."""
-        m = self.manifest
-        return f"{m.get('created', '')}:{m.get('checksums', {}).get(SIGNALS + '/zarr.json', '')}"
+        return store_version(self.manifest)
 
     def signals(self) -> zarr.Array:
-        return open_signals(self.path)
+        """The ``signals`` array; every chunk read through it is checked against the manifest's sha256
+        the first time it is touched (``ecg_ray.data.integrity``)."""
+        if self._signals is None:
+            self._signals = open_signals(self.path, chunk_verifier(self.path, manifest=self.manifest))
+        return self._signals
 
     def label_matrix(self, label_set: str = "all") -> np.ndarray:
         """(records, labels) uint8 matrix for a named label view (default: all label names)."""
@@ -341,17 +424,27 @@ class EcgStore:
         if label_set not in sets:
             raise StoreError(f"label set {label_set!r} not in store; available: {sorted(sets)}")
         if self._labels is None:
-            self._labels = storage.read_parquet(storage.join(self.path, LABELS_TABLE))
+            self._labels = self._read_table(LABELS_TABLE)
         return self._labels[sets[label_set]].to_numpy(dtype=np.uint8)
 
     def signal(self, index: int) -> np.ndarray:
-        """One record as (time, 12) float32 mV."""
+        """One record as (time, 12) float32 mV (its chunks verified; NaN/inf raise naming the record)."""
         row = self.records.iloc[index]
         start = int(row["offset"])
-        return self.signals()[start:start + int(row["length"])]
+        record = self.signals()[start:start + int(row["length"])]
+        if not np.isfinite(record).all():
+            bad = int(np.count_nonzero(~np.isfinite(record)))
+            raise StoreError(f"{self.path}: record {row['id']} (index {index}) holds {bad} non-finite sample(s) "
+                             f"(NaN or inf); such a store cannot be used: prepare it again (prepare rejects "
+                             f"NaN/inf input and names the record)")
+        return record
 
     def verify(self) -> list[str]:
-        """Re-check every checksum and the index; returns a list of problems (empty = intact)."""
+        """Re-check every checksum, then the tables and the index; returns a list of problems (empty = intact).
+
+        Checksums come first and need only the manifest, so a store whose tables are damaged is
+        still verified (and the damage reported as a checksum mismatch, like any other).
+        """
         problems = []
         expected = self.manifest.get("checksums", {})
         actual = checksum_files(self.path)
@@ -363,10 +456,16 @@ class EcgStore:
         for name in sorted(set(actual) - set(expected)):
             problems.append(f"{name}: unexpected file (not in manifest)")
         if not problems:
-            lengths = self.records["length"].to_numpy()
-            offsets = self.records["offset"].to_numpy()
+            try:
+                lengths = self.records["length"].to_numpy()
+                offsets = self.records["offset"].to_numpy()
+                label_rows = self._table_rows(LABELS_TABLE)
+            except StoreError as exc:  # checksums match but prepare wrote a broken table
+                return [str(exc)]
             if len(self.records) != self.manifest["records"]:
                 problems.append("records.parquet row count differs from manifest")
+            elif label_rows is not None and label_rows != len(self.records):
+                problems.append("labels.parquet row count differs from records.parquet")
             elif np.any(offsets != np.concatenate([[0], np.cumsum(lengths)[:-1]])):
                 problems.append("records.parquet offsets are not contiguous")
             elif self.signals().shape[0] != int(lengths.sum()):
@@ -397,6 +496,11 @@ class EcgStore:
         }
 
 
-def open_signals(store_path: str | Path) -> zarr.Array:
-    """The ``signals`` array of a store, local or in cloud storage, opened read-only."""
-    return zarr.open_array(storage.zarr_store(store_path), path=SIGNALS, mode="r")
+def open_signals(store_path: str | Path, verifier: ChunkVerifier | None = None) -> zarr.Array:
+    """The ``signals`` array of a store, local or in cloud storage, opened read-only.
+
+    With a ``verifier`` every chunk read is checked against the manifest's sha256 on first touch.
+    """
+    if verifier is None:
+        return zarr.open_array(storage.zarr_store(store_path), path=SIGNALS, mode="r")
+    return zarr.open_array(verifying_zarr_store(storage.normalize(store_path), verifier), path=SIGNALS, mode="r")

@@ -16,6 +16,10 @@ shipping an epoch costs O(records) in all, not O(records x tasks).
 
 Evaluation windows (:func:`eval_windows`) are read in store order: every window of every record,
 tagged with ``record_index`` and ``window_index`` for per-record averaging.
+
+Both streams check what they read (:mod:`ecg_ray.data.integrity`): a chunk whose bytes differ from
+the manifest's checksum, or NaN/inf samples, stop the read task with a one-line StoreError naming
+the store, the chunk and the records, which the training worker re-raises.
 """
 
 from __future__ import annotations
@@ -92,6 +96,8 @@ class _ReadSpec:
     shuffle: bool = True
     #: per store: read raw chunks through per-process memory maps (small stores) instead of preadv
     mapped: tuple[bool, ...] = ()
+    #: check chunks against the manifest's checksums and samples for NaN/inf (off only in benchmarks)
+    verify: bool = True
 
 
 def _read_crops(spec: _ReadSpec, task: int, part_ids, indices, offsets, lengths, labels):
@@ -111,10 +117,10 @@ def _read_crops(spec: _ReadSpec, task: int, part_ids, indices, offsets, lengths,
         if spec.chunks[p] is not None:
             crops = cut_raw_chunks(spec.stores[p], spec.chunks[p], offsets[recs] + starts[sel], spec.width,
                                    spec.versions[p], out=signal if len(spec.stores) == 1 else None,
-                                   mapped=bool(spec.mapped and spec.mapped[p]))
+                                   mapped=bool(spec.mapped and spec.mapped[p]), verify=spec.verify)
         else:
             crops = cut_through_zarr(spec.stores[p], offsets[recs], lengths[recs], starts[sel], spec.width,
-                                     spec.versions[p])
+                                     spec.versions[p], verify=spec.verify)
         if crops is not signal:
             signal[sel] = crops
     batch = {"signal": signal, "record_index": indices[rows].astype(np.int64),
@@ -128,7 +134,7 @@ def _read_windows(spec: _ReadSpec, task: int, part_ids, indices, offsets, length
     """One read task of evaluation windows over consecutive records of one store."""
     from ray.data.block import BlockAccessor
 
-    signal, rel = read_span(spec.stores[0], offsets, lengths, spec.versions[0])
+    signal, rel = read_span(spec.stores[0], offsets, lengths, spec.versions[0], verify=spec.verify)
     per = [window_starts(int(n), spec.width, spec.stride) for n in lengths]
     row_record = np.repeat(np.arange(len(indices)), [len(p) for p in per])
     starts = np.concatenate([r + p for r, p in zip(rel, per, strict=True)]) if per else np.zeros(0, int)
@@ -264,13 +270,15 @@ def train_crops(store: EcgStore | str | Path | list[StorePart], indices: np.ndar
                 crop: int = 250, seed: int = 0, epoch: int = 0, crops_per_record: int = 1,
                 with_labels: bool = False, label_set: str = "all", shard_index: int = 0, num_shards: int = 1,
                 records_per_task: int | None = None, shuffle: bool = True,
-                shuffle_block: int | None = None):
+                shuffle_block: int | None = None, verify: bool = True):
     """Dataset of random crops ``signal`` (12, crop) float32 + ``record_index``, ``store_index`` (+ ``labels``).
 
     ``store`` is one store (with ``indices`` from :func:`select_records`, default every record) or
     a list of :class:`StorePart` (several stores mixed by weight). ``shuffle_block`` None picks
     :func:`auto_shuffle_block` per store; 1 is a full shuffle. ``records_per_task`` None picks
     :func:`auto_records_per_task`. Returns ``(ray.data.Dataset, StreamInfo)``.
+    ``verify=False`` skips the chunk checksum and NaN/inf checks (``ecg_ray.data.integrity``): for
+    benchmarks measuring their cost only; a run never sets it.
     """
     if crop <= 0:
         raise ConfigError(f"data.crop must be positive, got {crop}")
@@ -321,7 +329,8 @@ def train_crops(store: EcgStore | str | Path | list[StorePart], indices: np.ndar
                    for c, p in zip(chunks, parts, strict=True))
     spec = _ReadSpec(stores=tuple(str(p.store.path) for p in parts), versions=tuple(p.store.version for p in parts),
                      chunks=chunks, mapped=mapped, mode="crops", width=crop,
-                     seed=seed, epoch=epoch, shard_index=shard_index, per_record=crops_per_record, shuffle=shuffle)
+                     seed=seed, epoch=epoch, shard_index=shard_index, per_record=crops_per_record, shuffle=shuffle,
+                     verify=verify)
     source = _datasource(spec, plan.part_ids, plan.indices, offsets, lengths, labels, records_per_task,
                          short_first=shuffle and max(blocks) == 1)
     info = StreamInfo(records=len(plan.indices), rows=source.rows_for(lengths), too_short=too_short,

@@ -8,6 +8,10 @@ parameter that takes part, so no ``find_unused_parameters`` is needed.
 Hooks, all optional: ``on_train_start`` (total steps known), ``on_epoch_start``,
 ``after_backward`` (e.g. freeze prototypes), ``after_optimizer_step`` (e.g. BYOL's EMA), and
 ``extra_state`` / ``load_extra_state`` for state that is not a parameter or buffer.
+
+Collapse monitoring (:mod:`ecg_ray.train.collapse`): ``forward`` passes the batch's embeddings
+to ``record_embedding`` (kept on the device as one number), and ``uniform_loss`` gives the value
+the method's loss takes when all similarities are equal (None: no such value).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from torch import nn
 
 from ecg_ray.augment import PAPER_DEFAULT, build_augmentation
 from ecg_ray.config import Config
+from ecg_ray.train import collapse
 
 
 class Method(nn.Module):
@@ -38,6 +43,9 @@ class Method(nn.Module):
         self.epoch = 0
         self.total_steps = 1
         self.step = 0
+        #: collapse statistic of the last training batch (a 0-d device tensor) and the embedding width
+        self.embedding_std: torch.Tensor | None = None
+        self.embedding_dim: int | None = None
 
     def set_generator(self, generator: torch.Generator) -> None:
         """The seeded generator that draws augmentation parameters (on the batch's device)."""
@@ -48,6 +56,16 @@ class Method(nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def record_embedding(self, z: torch.Tensor) -> None:
+        """Keep the collapse statistic of a training batch's embeddings ``z`` (..., d): no host sync."""
+        if self.training:  # validation batches are not the training representation
+            self.embedding_std = collapse.embedding_std(z)
+            self.embedding_dim = int(z.shape[-1])
+
+    def uniform_loss(self, batch_per_worker: int, world: int) -> float | None:
+        """The loss when every similarity is equal (nothing learned); None where it has no such value."""
+        return None
 
     # ---- hooks
     def on_train_start(self, total_steps: int) -> None:

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ecg_ray.errors import ConfigError
-from ecg_ray.losses.cpc import cpc_infonce
+from ecg_ray.losses.cpc import cpc_infonce, expected_initial_loss
 from ecg_ray.methods.base import Method
 
 
@@ -87,10 +87,17 @@ class CPC(Method):
                 f"k steps ahead with {self.c.negatives!r} negatives needs at least k + {need} steps; "
                 f"lower the largest step below {length - need + 1} or raise data.crop")
 
+    def uniform_loss(self, batch_per_worker: int, world: int) -> float:
+        # InfoNCE with equal scores: ln(1 + negatives); batch negatives are this worker's other sequences.
+        batch = batch_per_worker - 1 if self.c.negatives in ("batch", "both") else 0
+        sequence = self.c.num_negatives if self.c.negatives in ("sequence", "both") else 0
+        return expected_initial_loss(batch + sequence)
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         z = self.encoder.encode(x)  # (B, T, C)
         # Inputs shorter than data.crop would silently drop steps from the mean: refuse instead.
         self._check_length(z.shape[1], f"the input has {z.shape[1]} latent steps")
+        self.record_embedding(z)  # the per-step latents, every (sequence, step) one row
         context = self.encoder.context(z)
         losses = [cpc_infonce(predictor(context[:, :-k]), z[:, k:], negatives=self.c.negatives,
                               num_negatives=self.c.num_negatives, generator=self.generator)

@@ -6,6 +6,8 @@ batch is the global batch whatever the number of workers; the self-similarity is
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ecg_ray.losses.ntxent import nt_xent
@@ -28,5 +30,10 @@ class SimCLR(Method):
         v1, v2 = self.views(x)
         # One encoder pass over both views: half the kernel launches, same result up to BN batch stats.
         z = self.projector(self.encoder(torch.cat([v1, v2])))
+        self.record_embedding(z)
         z1, z2 = z.chunk(2)
         return {"loss": nt_xent(z1, z2, temperature=self.temperature, gather=True)}
+
+    def uniform_loss(self, batch_per_worker: int, world: int) -> float:
+        # Each anchor's softmax runs over the 2N - 1 other projections of the global batch of N pairs.
+        return math.log(2 * batch_per_worker * world - 1)

@@ -9,6 +9,8 @@ embeddings from ``queue_start_epoch``, prototypes frozen for the first epochs, m
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -50,6 +52,7 @@ class SwAV(Method):
         v1, v2 = self.views(x)
         batch = x.shape[0]
         z_large = F.normalize(self.head(self.encoder(torch.cat([v1, v2]))), dim=1)
+        self.record_embedding(z_large)
         embeddings = list(z_large.chunk(2))
         if self.c.small_crops:
             small = self._small_crops(x)
@@ -76,6 +79,10 @@ class SwAV(Method):
                 self._filled = self._queue_count() + batch
         loss = swav_loss(scores, assignments, temperature=self.c.temperature)
         return {"loss": loss}
+
+    def uniform_loss(self, batch_per_worker: int, world: int) -> float:
+        # Equal scores give a uniform softmax over the K prototypes: cross-entropy ln K whatever the codes.
+        return math.log(self.c.prototypes)
 
     def _queue_count(self) -> int:
         if self._filled is None:  # once after a checkpoint was loaded: one read of the buffer

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import io
 import json
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -141,13 +143,118 @@ def latest_checkpoint(run_dir: str | Path) -> str:
     return max(candidates)[2]
 
 
+def checkpoint_problem(directory: str | Path) -> str | None:
+    """Why a checkpoint cannot be resumed from (its state or history does not load); None if it can."""
+    try:
+        load_state(directory)
+        history = load_history(directory)
+    except CheckpointError as exc:
+        return str(exc)
+    except (ValueError, storage.StorageError) as exc:
+        return f"{storage.join(directory, HISTORY_FILE)}: cannot load history ({type(exc).__name__}: {exc})"
+    if not isinstance(history, list):
+        return f"{storage.join(directory, HISTORY_FILE)}: not a list of epochs"
+    return None
+
+
+@dataclass
+class ResumePoint:
+    """Where ``--resume`` continues a run: the checkpoint Ray will restore and the ones passed over."""
+
+    #: the checkpoint Ray Train restores (None: the run has no committed checkpoint, Ray starts over)
+    checkpoint: str | None
+    #: (checkpoint, why it does not load) for each newer checkpoint passed over, newest first
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    #: copy of Ray's snapshot as it was before it was changed to pass them over
+    snapshot_backup: str | None = None
+
+
+def prepare_resume(run_dir: str | Path) -> ResumePoint:
+    """Make Ray Train resume ``run_dir`` from its newest checkpoint that loads; never delete one.
+
+    Ray restores the checkpoint its snapshot names as latest. When that one does not load (a
+    truncated ``state.pt``), each tracked checkpoint is tried from the newest, and the snapshot is
+    rewritten to forget the ones that fail, naming the one that loads as latest. Forgetting is
+    what keeps the bad ones: Ray deletes only checkpoints it tracks (beyond
+    ``train.keep_checkpoints``), and restores only the latest one it tracks. The snapshot as it
+    was is kept beside it (``checkpoint_manager_snapshot.json.before-resume-<time>``).
+    """
+    run_dir = storage.normalize(run_dir)
+    path = storage.join(run_dir, RAY_SNAPSHOT)
+    if not storage.exists(path):
+        return ResumePoint(None)  # nothing committed: Ray starts the run from its first epoch
+    original = storage.read_text(path)
+    try:
+        snapshot = json.loads(original)
+        latest = snapshot["latest_checkpoint_result"]
+        results = snapshot["checkpoint_results"]
+        indices = snapshot["checkpoint_report_indices"]
+        if latest is not None:
+            latest_name = str(latest["checkpoint_dir_name"])
+            names = [str(r["checkpoint_dir_name"]) for r in results]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path}: unreadable Ray Train snapshot ({type(exc).__name__}: {exc}); "
+                              "cannot tell which checkpoint to resume from") from None
+    if latest is None:
+        return ResumePoint(None)
+    # The latest first, then the other tracked checkpoints from the most recently reported.
+    order = [latest_name] + [name for _, name in sorted(zip(indices, names, strict=True), reverse=True)
+                             if name != latest_name]
+    skipped: list[tuple[str, str]] = []
+    for name in order:
+        problem = checkpoint_problem(storage.join(run_dir, name))
+        if problem is None:
+            break
+        skipped.append((storage.join(run_dir, name), problem))
+    else:
+        tried = "; ".join(f"{location}: {why}" for location, why in skipped)
+        raise CheckpointError(f"{run_dir}: no checkpoint of this run loads, nothing to resume from ({tried}); "
+                              "the checkpoints are left as they are")
+    if not skipped:
+        return ResumePoint(storage.join(run_dir, latest_name))
+    bad = {storage.name(location) for location, _ in skipped}
+    backup = f"{path}.before-resume-{time.strftime('%Y%m%d-%H%M%S')}"
+    storage.write_text(original, backup)
+    keep = [k for k, n in enumerate(names) if n not in bad]
+    snapshot["checkpoint_results"] = [results[k] for k in keep]
+    snapshot["checkpoint_report_indices"] = [indices[k] for k in keep]
+    snapshot["latest_checkpoint_result"] = results[names.index(name)]
+    pending = [k for k, r in enumerate(snapshot.get("pending_training_results", []))
+               if str(r.get("checkpoint_dir_name")) not in bad]
+    for key in ("pending_training_results", "pending_validation_specs"):  # parallel lists
+        if key in snapshot:
+            snapshot[key] = [snapshot[key][k] for k in pending]
+    for key in ("validated_checkpoint_dir_names", "timed_out_validation_checkpoint_dir_names",
+                "failed_validation_checkpoint_dir_names"):
+        if key in snapshot:
+            snapshot[key] = [n for n in snapshot[key] if n not in bad]
+    storage.write_text(json.dumps(snapshot), path)
+    return ResumePoint(storage.join(run_dir, name), skipped, backup)
+
+
 def export_encoder(run_dir: Path, out: Path, best: bool = False) -> dict[str, Any]:
     """Write the encoder of a run's newest checkpoint as a standalone, weights-only file.
 
     ``best``: the encoder of the run's best epoch by its validation metric (the online probe's
     macro AUC, else the held-out SSL loss), which every checkpoint carries; the summary names the
     metric, its value and the epoch.
+
+    An existing ``out`` is replaced only when it is an ecg_ray encoder export (checked before the
+    run is read, and again right before writing); a directory or any other file is refused.
     """
+    from ecg_ray.overwrite import check_file_target
+
+    def is_encoder_export(path: str) -> bool:
+        try:
+            load_encoder_payload(path)
+        except EcgRayError:
+            return False
+        return True
+
+    def check_out() -> str:
+        return check_file_target(out, replaceable=is_encoder_export, what="an ecg_ray encoder export")
+
+    check_out()
     checkpoint = latest_checkpoint(run_dir)
     state = load_state(checkpoint)
     config = state["config"]
@@ -179,7 +286,7 @@ def export_encoder(run_dir: Path, out: Path, best: bool = False) -> dict[str, An
         "config": config,
         "ecg_ray_version": ecg_ray.__version__,
     }
-    out = storage.normalize(out)
+    out = check_out()
     atomic_torch_save(payload, out)
     return {"encoder": payload["encoder"], "method": payload["method"], "epoch": payload["epoch"],
             "selected_by": payload["selection"]["metric"], "selected_value": payload["selection"]["value"],

@@ -58,10 +58,11 @@ class Classifier(nn.Module):
 
 def pretraining_method(config: Config) -> str | None:
     """The self-supervised method behind eval.encoder / eval.pretrained (None for random init)."""
-    from ecg_ray.train.checkpoint import latest_checkpoint, load_encoder_payload, load_state
+    from ecg_ray.train.checkpoint import latest_checkpoint, load_state
+    from ecg_ray.train.encoder_file import read_encoder_file
 
     if config.eval.encoder:
-        return load_encoder_payload(config.eval.encoder).get("method")
+        return read_encoder_file(config.eval.encoder).get("method")
     if config.eval.pretrained:
         return load_state(latest_checkpoint(config.eval.pretrained))["config"]["method"]["name"]
     return None
@@ -69,17 +70,22 @@ def pretraining_method(config: Config) -> str | None:
 
 def load_encoder_weights(config: Config, map_location="cpu") -> tuple[str, dict | None]:
     """(encoder name, state dict or None) from eval.encoder (exported file) or eval.pretrained (run dir)."""
-    from ecg_ray.train.checkpoint import latest_checkpoint, load_encoder_payload, load_state
+    from ecg_ray.train.checkpoint import latest_checkpoint, load_state
+    from ecg_ray.train.encoder_file import check_encoder_weights, read_encoder_file
 
     if config.eval.encoder and config.eval.pretrained:
         raise ConfigError("eval.encoder and eval.pretrained are exclusive; give one")
     if config.eval.encoder:
-        payload = load_encoder_payload(config.eval.encoder, map_location)
+        payload = read_encoder_file(config.eval.encoder, map_location)
+        # Checked here, so that the driver's validation fails on weights that would not load in a worker.
+        check_encoder_weights(payload["encoder"], payload["state_dict"], config.eval.encoder)
         return payload["encoder"], payload["state_dict"]
     if config.eval.pretrained:
-        state = load_state(latest_checkpoint(config.eval.pretrained), map_location=map_location)
+        checkpoint = latest_checkpoint(config.eval.pretrained)
+        state = load_state(checkpoint, map_location=map_location)
         prefix = "encoder."
         weights = {k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)}
+        check_encoder_weights(state["config"]["model"]["encoder"], weights, checkpoint)
         return state["config"]["model"]["encoder"], weights
     return config.model.encoder, None
 

@@ -8,7 +8,6 @@ the loss, learning rate, throughput and a validation metric, plus a checkpoint.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import tempfile
 import time
@@ -22,7 +21,16 @@ from ecg_ray.config import Config, from_dict, to_dict
 from ecg_ray.data.sampling import StorePart, split_too_short, too_short_summary
 from ecg_ray.data.store import EcgStore
 from ecg_ray.data.stream import select_records, train_crops
+from ecg_ray.distributed import equal_batches
 from ecg_ray.errors import ConfigError
+from ecg_ray.train import collapse
+from ecg_ray.train.step import (
+    build_optimization,
+    check_epoch_loss,
+    configure_device,
+    precision_context,
+    training_step,
+)
 
 
 def worker_batch_size(config: Config, world: int) -> int:
@@ -138,72 +146,6 @@ def training_records(config: Config, store: EcgStore) -> np.ndarray:
     return split_too_short(store, indices, config.data.crop)[0]
 
 
-def resolve_precision(precision: str, device_type: str, bf16_supported: bool) -> str:
-    """``auto`` -> bf16 on a GPU that supports it, fp16 (with a grad scaler) on an older GPU, fp32 on CPU.
-
-    bf16 autocast on a GPU without bf16 support (before Ampere) is emulated or fails; fp16 with a
-    scaler is what those GPUs run fast.
-    """
-    if precision != "auto":
-        return precision
-    if device_type != "cuda":
-        return "fp32"
-    return "bf16" if bf16_supported else "fp16"
-
-
-def precision_context(precision: str, device: torch.device):
-    """(autocast context factory, GradScaler or None) for the requested precision on this device."""
-    if precision == "auto":
-        precision = resolve_precision(precision, device.type,
-                                      device.type == "cuda" and torch.cuda.is_bf16_supported())
-    if precision == "fp32":
-        return contextlib.nullcontext, None
-    if precision == "bf16":
-        return (lambda: torch.autocast(device.type, dtype=torch.bfloat16)), None
-    if precision == "fp16":
-        if device.type != "cuda":
-            raise ConfigError("train.precision=fp16 needs a GPU; use fp32 or bf16 on CPU")
-        return (lambda: torch.autocast("cuda", dtype=torch.float16)), torch.amp.GradScaler("cuda")
-    raise ConfigError(f"train.precision: unknown value {precision!r} (auto, fp32, bf16, fp16)")
-
-
-def training_step(model, method, x: torch.Tensor, optimizer, scheduler, autocast, scaler, global_step: int) -> torch.Tensor:
-    """One optimizer step of a pretraining method; returns the detached fp32 loss.
-
-    ``model`` is what runs the forward pass (the method, or its DDP wrapper); ``method`` gets the
-    hooks (after_backward: e.g. freezing SwAV prototypes; after_optimizer_step: e.g. BYOL's EMA).
-    ``global_step`` counts this step (1-based). Shared by the Ray Train worker and the benchmarks,
-    so that both time exactly the same work.
-    """
-    with autocast():
-        out = model(x)
-    loss = out["loss"]
-    # No finiteness check here: reading the loss back would stall the GPU every step. The epoch's
-    # mean loss is checked once per epoch (check_epoch_loss).
-    optimizer.zero_grad(set_to_none=True)
-    if scaler is not None:
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)  # hooks and clipping see true gradients
-    else:
-        loss.backward()
-    method.after_backward()
-    if scaler is not None:
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        optimizer.step()
-    scheduler.step()
-    method.after_optimizer_step(global_step)
-    return loss.detach().float()
-
-
-def check_epoch_loss(mean_loss: float, epoch: int) -> None:
-    """Stop a run whose loss went NaN or infinite during ``epoch`` (checked once per epoch, on the mean)."""
-    if not math.isfinite(mean_loss):
-        raise FloatingPointError(f"the mean loss of epoch {epoch} is {mean_loss}: training diverged; lower optim.lr "
-                                 "(or use train.precision=fp32)")
-
-
 def worker_setup(loop_config: dict[str, Any]) -> tuple[Config, int, int, torch.device, EcgStore]:
     """Inside a Ray Train worker: (config, rank, world size, device, store), torch threads applied."""
     import ray.train
@@ -218,24 +160,21 @@ def worker_setup(loop_config: dict[str, Any]) -> tuple[Config, int, int, torch.d
     return config, context.get_world_rank(), context.get_world_size(), device, primary_store(config)
 
 
-def configure_device(device: torch.device) -> None:
-    """GPU kernels tuned for fixed shapes (every step has the same batch and crop) and TF32 matmuls."""
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.set_float32_matmul_precision("high")
+def signal_batches(dataset, batch_size: int, device: torch.device):
+    """The stream's full batches as (B, 12, T) tensors on ``device``.
 
+    Only the signal column is converted and copied (record indices and labels stay on the host),
+    through pinned host memory on a GPU so that the copy does not block.
+    """
+    from ray.data.collate_fn import NumpyBatchCollateFn
 
-def build_optimization(config: Config, method: torch.nn.Module, steps: int):
-    """(optimizer, per-step warm-up + cosine scheduler) for a run of ``steps`` steps per epoch."""
-    from ecg_ray.optim import build_optimizer, warmup_cosine
+    class SignalOnly(NumpyBatchCollateFn):
+        def __call__(self, batch):
+            return {"signal": torch.from_numpy(batch["signal"])}
 
-    optimizer = build_optimizer(method, name=config.optim.name, lr=config.optim.lr,
-                                weight_decay=config.optim.weight_decay, betas=tuple(config.optim.betas),
-                                momentum=config.optim.momentum)
-    scheduler = warmup_cosine(optimizer, warmup_steps=int(round(config.optim.warmup_epochs * steps)),
-                              total_steps=steps * config.train.epochs, min_lr_ratio=config.optim.min_lr_ratio,
-                              schedule=config.optim.schedule)
-    return optimizer, scheduler
+    for batch in dataset.iter_torch_batches(batch_size=batch_size, drop_last=True, device=device,
+                                            collate_fn=SignalOnly(), pin_memory=device.type == "cuda"):
+        yield batch["signal"]
 
 
 def _epoch_seed(config: Config, epoch: int, rank: int) -> int:
@@ -290,7 +229,10 @@ def pretrain_worker(loop_config: dict[str, Any]) -> None:
     has_labels = len(store.label_names) > 0 and store.label_matrix(config.data.label_set).any()
     global_step = start_epoch * steps
 
+    validation: dict[str, float] = {}  # the last validation's metrics, carried to epochs without one
+    checkpoint_s = 0.0  # wall time of the last checkpoint (save + report), reported with the next epoch
     for epoch in range(start_epoch, config.train.epochs):
+        epoch_start = time.perf_counter()
         method.on_epoch_start(epoch)
         method.train()
         generator.manual_seed(_epoch_seed(config, epoch, rank))
@@ -300,34 +242,57 @@ def pretrain_worker(loop_config: dict[str, Any]) -> None:
                                     shuffle=config.data.shuffle, shuffle_block=config.data.shuffle_block)
         start = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
+        std_sum = torch.zeros((), device=device)  # collapse statistic, summed on the device like the loss
         done = 0
-        for batch in dataset.iter_torch_batches(batch_size=per_worker, drop_last=True, device=device):
-            global_step += 1
-            loss_sum += training_step(model, method, batch["signal"], optimizer, scheduler, autocast, scaler,
-                                      global_step)
-            done += 1
-            if done >= steps:  # stop before fetching a batch that would not be used
-                break
-        elapsed = time.perf_counter() - start
+        # drop_last: every worker's batch has per_worker rows, so gathers skip their size exchange
+        with equal_batches():
+            for signal in signal_batches(dataset, per_worker, device):
+                global_step += 1
+                loss_sum += training_step(model, method, signal, optimizer, scheduler, autocast, scaler,
+                                          global_step)
+                if method.embedding_std is not None:
+                    std_sum += method.embedding_std
+                done += 1
+                if done >= steps:  # stop before fetching a batch that would not be used
+                    break
         if done < steps:
             raise RuntimeError(f"worker {rank} got {done} batches, expected {steps}: stream shorter than planned")
-        mean_loss = loss_sum / done
+        # Loss and embedding std travel together: one all-reduce and one read back to the host per epoch.
+        epoch_means = torch.stack([loss_sum, std_sum]) / done
         if world > 1:
-            torch.distributed.all_reduce(mean_loss)
-            mean_loss /= world
+            torch.distributed.all_reduce(epoch_means)
+            epoch_means /= world
+        mean_loss, mean_std = epoch_means.tolist()
+        train_s = time.perf_counter() - start  # after the read back: the device has finished the epoch
+        check_epoch_loss(mean_loss, epoch)
         # start_epoch and world_size record which attempt ran this epoch (restarts, elastic resizes).
-        check_epoch_loss(float(mean_loss), epoch)
-        metrics = {"epoch": epoch, "loss": float(mean_loss), "lr": float(scheduler.get_last_lr()[0]),
-                   "samples_per_s": done * per_worker * world / elapsed, "steps": global_step,
-                   "start_epoch": start_epoch, "world_size": world}
-        metrics.update(_validation(config, method, model, store, val_idx, per_worker, world, rank, device,
-                                   autocast, has_labels, train_idx, linear_probe_auc))
-        if rank == 0:
+        metrics = {"epoch": epoch, "loss": mean_loss, "lr": float(scheduler.get_last_lr()[0]),
+                   "samples_per_s": done * per_worker * world / train_s, "steps": global_step,
+                   "start_epoch": start_epoch, "world_size": world,
+                   **collapse.epoch_metrics(mean_std if method.embedding_dim else None, method.embedding_dim,
+                                            mean_loss, method.uniform_loss(per_worker, world))}
+        is_last = epoch == config.train.epochs - 1
+        # Validation every train.probe_every epochs (and on the first and last): in epochs between, the
+        # last figures are carried with the epoch they were measured in (val_epoch), so a sweep's metric
+        # is in every result.
+        probe_start = time.perf_counter()
+        fresh = epoch == start_epoch or (epoch + 1) % config.train.probe_every == 0 or is_last
+        if fresh:
+            measured = _validation(config, method, model, store, val_idx, per_worker, world, rank, device,
+                                   autocast, has_labels, train_idx, linear_probe_auc)
+            validation = {**measured, "val_epoch": epoch} if measured else {}
+        metrics.update(validation)
+        probe_s = time.perf_counter() - probe_start
+        if rank == 0 and fresh:
             best = track_best(best, metrics, epoch, method)
+        # Where the epoch's wall time went (samples_per_s counts the training part only); checkpoint_s
+        # is the last checkpoint's save + report, which ends after this epoch's metrics are sent.
+        metrics.update({"train_s": train_s, "probe_s": probe_s, "checkpoint_s": checkpoint_s,
+                        "epoch_s": time.perf_counter() - epoch_start})
         # The history keeps what the epoch read; Ray gets only the scalar metrics.
         history.append({**metrics, "records_per_store": info.per_store, "too_short": too_short})
-        is_last = epoch == config.train.epochs - 1
         if (epoch + 1) % config.train.checkpoint_every == 0 or is_last:
+            checkpoint_start = time.perf_counter()
             with tempfile.TemporaryDirectory() as tmp:
                 checkpoint = None
                 if rank == 0:
@@ -340,6 +305,7 @@ def pretrain_worker(loop_config: dict[str, Any]) -> None:
                     save_checkpoint(tmp, state, history)
                     checkpoint = ray.train.Checkpoint.from_directory(tmp)
                 ray.train.report(metrics, checkpoint=checkpoint)
+            checkpoint_s = time.perf_counter() - checkpoint_start
         else:
             ray.train.report(metrics)
 
@@ -394,11 +360,11 @@ def _validation(config, method, model, store, val_idx, per_worker, world, rank, 
     method.eval()
     try:
         with torch.no_grad():
-            for x in dataset.iter_torch_batches(batch_size=batch, drop_last=True, device=device):
+            for signal in signal_batches(dataset, batch, device):
                 if count >= n_batches:
                     break
-                with autocast():
-                    total += model(x["signal"])["loss"].float()
+                with autocast(), equal_batches():
+                    total += model(signal)["loss"].float()
                 count += 1
     finally:
         method.train(was_training)

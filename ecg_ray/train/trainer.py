@@ -9,6 +9,7 @@ file the driver reads or writes goes through :mod:`ecg_ray.storage`.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
@@ -20,8 +21,11 @@ from ecg_ray import storage
 from ecg_ray.config import Config, from_dict, to_dict
 from ecg_ray.data.store import EcgStore
 from ecg_ray.errors import ConfigError, EcgRayError
+from ecg_ray.train import collapse
 
 RUN_CONFIG = "ecg_ray_config.yaml"
+
+logger = logging.getLogger(__name__)
 
 
 def validate_pretraining(config: Config):
@@ -31,6 +35,7 @@ def validate_pretraining(config: Config):
     """
     from ecg_ray.methods import METHODS
     from ecg_ray.models import ENCODERS
+    from ecg_ray.train.preflight import preflight_pretraining
     from ecg_ray.train.pretrain import steps_per_epoch, training_selection, validation_records
 
     if config.method.name not in METHODS:
@@ -56,7 +61,7 @@ def validate_pretraining(config: Config):
         raise ConfigError("train.precision=fp16 needs GPUs (train.gpus_per_worker > 0)")
     check_resources(config)
     check_stream_settings(config)
-    selection = training_selection(config)
+    selection = training_selection(config, preflight_pretraining(config))  # folds, method, augmentations
     validation_records(config, selection.parts[0].store)  # a bad filter fails here, not inside Ray
     steps_per_epoch(config, selection.records, config.train.workers)
     return selection
@@ -126,6 +131,9 @@ def cpus_per_worker(config: Config) -> float:
 
 def new_run_dir(output: str | Path, method: str) -> str:
     """A fresh ``OUTPUT/<method>-<timestamp>[-n]`` location (local path or URI)."""
+    from ecg_ray.overwrite import check_output_dir
+
+    check_output_dir(output)  # a file at --output: one line now, not a traceback once Ray runs
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run_dir = storage.join(output, f"{method}-{stamp}")
     suffix = 1
@@ -139,15 +147,18 @@ def load_run_config(run_dir: str | Path) -> dict:
     path = storage.join(run_dir, RUN_CONFIG)
     if not storage.exists(path):
         raise EcgRayError(f"{run_dir}: not an ecg_ray run directory (no {RUN_CONFIG}); cannot resume")
-    return yaml.safe_load(storage.read_text(path))
+    from ecg_ray.config import load_yaml
+
+    return load_yaml(storage.read_text(path))
 
 
 def fit(config: Config, run_dir: str | Path, train_func, callbacks: list | None = None) -> dict[str, Any]:
     """Fit a TorchTrainer for ``train_func`` writing into ``run_dir``; returns a summary dict."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from ecg_ray.train.checkpoint import load_history
+    from ecg_ray.train.failures import training_failure
 
     ensure_ray()
     run_dir = storage.normalize(run_dir)
@@ -171,11 +182,20 @@ def fit(config: Config, run_dir: str | Path, train_func, callbacks: list | None 
             checkpoint_config=CheckpointConfig(num_to_keep=config.train.keep_checkpoints),
             failure_config=FailureConfig(max_failures=config.train.max_failures),
             callbacks=callbacks or None,
+            # Ray Train logs a failed worker's traceback to the console twice (worker, then controller):
+            # keep its console to critical messages; a failure is told in one line by
+            # training_failure, with the traceback in RUN/error.log (and Ray's session logs/train).
+            logging_config=LoggingConfig(log_level="CRITICAL"),
         ),
     )
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except Exception as exc:
+        # Ray Train raises WorkerGroupError/ControllerError with every worker's traceback in the
+        # message: the user gets one line naming the cause, the traceback goes to RUN/error.log.
+        raise training_failure(exc, run_dir) from exc
     if result.error is not None:
-        raise EcgRayError(f"training failed: {result.error}")
+        raise training_failure(result.error, run_dir) from result.error
     # The checkpoint's own path drops the URI scheme on cloud storage; rebuild it under the run dir.
     checkpoint = (storage.join(run_dir, Path(result.checkpoint.path).name)
                   if result.checkpoint is not None else None)
@@ -194,10 +214,16 @@ def run_pretraining(config: Config, output: str | Path | None,
         if output is None:
             raise ConfigError("--output DIR is required for a new run")
         run_dir = new_run_dir(output, config.method.name)
+    if resume is not None:
+        announce_resume(run_dir)
     start = time.perf_counter()
     summary = fit(config, run_dir, pretrain_worker)
     history = summary.pop("history")
     last = history[-1] if history else {}
+    verdict = collapse.assess(history)
+    if verdict is not None and verdict["collapsed"]:
+        warn(run_dir, f"{run_dir}: the representation has collapsed ({verdict['reason']}); the encoder is "
+                      "unlikely to be useful: lower optim.lr or check the augmentations")
     return {
         "method": config.method.name,
         "encoder": config.model.encoder,
@@ -211,8 +237,29 @@ def run_pretraining(config: Config, output: str | Path | None,
         "too_short": last.get("too_short", selection.too_short_summary(config)),
         "records_per_store": last.get("records_per_store", {}),
         "wall_s": round(time.perf_counter() - start, 2),
+        "collapse": verdict,
         **summary,
     }
+
+
+def warn(run_dir: str, message: str) -> None:
+    """A warning on stderr (one line) that is also kept in RUN/warnings.log."""
+    from ecg_ray.train.failures import WARNINGS_LOG, append_run_log
+
+    logger.warning("%s", message)
+    append_run_log(run_dir, WARNINGS_LOG, message)
+
+
+def announce_resume(run_dir: str) -> None:
+    """Point Ray at the newest checkpoint of ``run_dir`` that loads, saying which newer ones were passed over."""
+    from ecg_ray.train.checkpoint import load_history, prepare_resume
+
+    point = prepare_resume(run_dir)
+    for location, why in point.skipped:
+        epochs = len(load_history(point.checkpoint))
+        warn(run_dir, f"{location} does not load ({why}); resuming from {point.checkpoint} (after epoch "
+                      f"{epochs - 1}) instead. The bad checkpoint is kept, untracked by Ray Train so that it "
+                      f"is never deleted; Ray's previous snapshot is in {point.snapshot_backup}")
 
 
 def resume_config(run_dir: str | Path, overrides: list[str], epochs: int | None) -> Config:
@@ -232,6 +279,7 @@ def validate_evaluation(config: Config) -> EcgStore:
     from ecg_ray.models import ENCODERS
     from ecg_ray.train.classifier import DISCRIMINATIVE_GROUPS, HEAD_BIAS_INITS
     from ecg_ray.train.downstream import MODES, load_encoder_weights, plan_phases, splits
+    from ecg_ray.train.preflight import preflight_evaluation
 
     if config.eval.mode not in MODES:
         raise ConfigError(f"eval.mode: unknown mode {config.eval.mode!r}; choose one of {', '.join(MODES)}")
@@ -271,6 +319,7 @@ def validate_evaluation(config: Config) -> EcgStore:
     if config.data.label_set not in store.manifest.get("label_sets", {}):
         raise ConfigError(f"data.label_set: {config.data.label_set!r} not in store "
                           f"(has {sorted(store.manifest.get('label_sets', {}))})")
+    preflight_evaluation(config, store)  # each fold selection has records
     train, _, _ = splits(config, store)
     if config.train.batch_size % config.train.workers:
         raise ConfigError(f"train.batch_size={config.train.batch_size} cannot be split over {config.train.workers} workers")

@@ -7,7 +7,7 @@ import torch
 
 from ecg_ray.config import load_config
 from ecg_ray.methods import build_method
-from ecg_ray.train.pretrain import check_epoch_loss
+from ecg_ray.train.step import check_epoch_loss
 
 
 def _swav():

@@ -7,7 +7,7 @@ import torch
 
 from ecg_ray.config import load_config
 from ecg_ray.errors import ConfigError
-from ecg_ray.train.pretrain import resolve_precision
+from ecg_ray.train.step import resolve_precision
 from ecg_ray.train.trainer import check_resources
 
 
@@ -64,7 +64,7 @@ def test_cpc_lstm_runs_in_fp32_under_autocast():
 
 
 def test_configure_device_leaves_cpu_settings_alone():
-    from ecg_ray.train.pretrain import configure_device
+    from ecg_ray.train.step import configure_device
 
     before = (torch.backends.cudnn.benchmark, torch.get_float32_matmul_precision())
     configure_device(torch.device("cpu"))

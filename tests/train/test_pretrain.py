@@ -98,3 +98,19 @@ def test_bad_config_fails_before_ray_starts(args, message, ptbxl_store, tmp_path
 def test_resume_of_a_non_run_is_refused(tmp_path, capsys):
     assert main(["pretrain", "--resume", str(tmp_path)]) == 2
     assert "not an ecg_ray run directory" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_validation_every_n_epochs_and_the_wall_time_split(ray_session, ptbxl_store, tmp_path, capsys):
+    """train.probe_every=2 over 4 epochs validates at epochs 0 (first), 1, 3 (last); epoch 2 carries epoch 1's."""
+    summary = _pretrain(capsys, "--store", ptbxl_store, "--config", JOBS / "simclr.yaml", "--workers", 1,
+                        "--epochs", 4, "--output", tmp_path, "--set", "train.probe_every=2",
+                        "--set", "train.max_steps_per_epoch=2")
+    history = load_history(summary["checkpoint"])
+    assert [h["val_epoch"] for h in history] == [0, 1, 1, 3]
+    assert history[2]["val_macro_auc"] == history[1]["val_macro_auc"]
+    for h in history:
+        assert h["train_s"] > 0 and h["probe_s"] >= 0 and h["epoch_s"] >= h["train_s"] + h["probe_s"] - 1e-3
+    # a carried epoch spends (almost) nothing on validation; checkpoint_s reports the previous epoch's checkpoint
+    assert history[2]["probe_s"] < 0.1 * min(history[1]["probe_s"], history[3]["probe_s"])
+    assert history[0]["checkpoint_s"] == 0 and all(h["checkpoint_s"] > 0 for h in history[1:])

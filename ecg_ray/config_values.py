@@ -1,0 +1,121 @@
+"""Range checks of a loaded configuration, run by :func:`ecg_ray.config.load_config` in the driver.
+
+Types are checked while the config is built (``ecg_ray.config._coerce``); this module checks the
+values: a negative learning rate, a label fraction of 2 or a temperature of 0 would otherwise
+pass and fail only inside a Ray worker (or, worse, train something meaningless). Each failure is
+one :class:`ConfigError` naming the dotted key, the rule and the value. Checks that need more than
+the config (a store's folds, an encoder file, the augmentation specs with the data's rate) run
+where the driver opens those, in :mod:`ecg_ray.train.preflight`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from ecg_ray.errors import ConfigError
+
+#: ``cpc.negatives`` modes (the same as ecg_ray.losses.cpc.NEGATIVE_MODES, kept here so that
+#: loading a config does not import torch; a test keeps the two equal)
+CPC_NEGATIVES = ("sequence", "batch", "both")
+
+#: (dotted key, rule shown to the user, test); None values are allowed wherever the schema has
+#: ``X | None`` (they mean "auto" or "off"), so the tests only see set values.
+_RULES: tuple[tuple[str, str, Callable[[Any], bool]], ...] = (
+    ("seed", ">= 0", lambda v: v >= 0),
+    ("data.label_fraction", "in (0, 1]", lambda v: 0 < v <= 1),
+    ("data.crop", ">= 1 (samples)", lambda v: v >= 1),
+    ("data.window", ">= 1 (samples)", lambda v: v >= 1),
+    ("data.stride", ">= 1 (samples)", lambda v: v >= 1),
+    ("data.crops_per_record", ">= 1", lambda v: v >= 1),
+    ("data.records_per_task", ">= 1 (or null for auto)", lambda v: v >= 1),
+    ("data.shuffle_block", ">= 1 (or null for auto)", lambda v: v >= 1),
+    ("data.seed", ">= 0", lambda v: v >= 0),
+    ("simclr.hidden_dim", ">= 1", lambda v: v >= 1),
+    ("simclr.projection_dim", ">= 1", lambda v: v >= 1),
+    ("simclr.temperature", "> 0", lambda v: v > 0),
+    ("byol.hidden_dim", ">= 1", lambda v: v >= 1),
+    ("byol.projection_dim", ">= 1", lambda v: v >= 1),
+    ("byol.predictor_hidden_dim", ">= 1", lambda v: v >= 1),
+    ("byol.tau_base", "in [0, 1]", lambda v: 0 <= v <= 1),
+    ("swav.hidden_dim", ">= 1", lambda v: v >= 1),
+    ("swav.projection_dim", ">= 1", lambda v: v >= 1),
+    ("swav.prototypes", ">= 1", lambda v: v >= 1),
+    ("swav.temperature", "> 0", lambda v: v > 0),
+    ("swav.sinkhorn_epsilon", "> 0", lambda v: v > 0),
+    ("swav.sinkhorn_iterations", ">= 1", lambda v: v >= 1),
+    ("swav.freeze_prototypes_epochs", ">= 0", lambda v: v >= 0),
+    ("swav.queue_batches", ">= 0", lambda v: v >= 0),
+    ("swav.queue_start_epoch", ">= 0", lambda v: v >= 0),
+    ("swav.small_crops", ">= 0", lambda v: v >= 0),
+    ("swav.small_crop_length", ">= 1 (samples)", lambda v: v >= 1),
+    ("cpc.hidden_dim", ">= 1", lambda v: v >= 1),
+    ("cpc.num_negatives", ">= 1", lambda v: v >= 1),
+    ("optim.lr", "> 0", lambda v: v > 0),
+    ("optim.weight_decay", ">= 0", lambda v: v >= 0),
+    ("optim.betas", "two numbers in [0, 1)", lambda v: len(v) == 2 and all(0 <= b < 1 for b in v)),
+    ("optim.momentum", "in [0, 1)", lambda v: 0 <= v < 1),
+    ("optim.warmup_epochs", ">= 0", lambda v: v >= 0),
+    ("optim.schedule", "cosine or constant", lambda v: v in ("cosine", "constant")),
+    ("optim.min_lr_ratio", "in [0, 1]", lambda v: 0 <= v <= 1),
+    ("train.epochs", ">= 1", lambda v: v >= 1),
+    ("train.batch_size", ">= 1", lambda v: v >= 1),
+    ("train.workers", ">= 1", lambda v: v >= 1),
+    ("train.max_workers", ">= 1 (or null)", lambda v: v >= 1),
+    ("train.resize_check_s", "> 0", lambda v: v > 0),
+    ("train.gpus_per_worker", ">= 0", lambda v: v >= 0),
+    ("train.cpus_per_worker", "> 0 (or null for auto)", lambda v: v > 0),
+    ("train.torch_threads", ">= 1 (or null for auto)", lambda v: v >= 1),
+    ("train.checkpoint_every", ">= 1", lambda v: v >= 1),
+    ("train.probe_every", ">= 1", lambda v: v >= 1),
+    ("train.keep_checkpoints", ">= 1", lambda v: v >= 1),
+    ("train.max_failures", ">= -1 (-1: retry without limit)", lambda v: v >= -1),
+    ("train.max_steps_per_epoch", ">= 1 (or null for a full pass)", lambda v: v >= 1),
+    ("train.probe_max_records", ">= 1", lambda v: v >= 1),
+    ("eval.head_only_epochs", ">= 0", lambda v: v >= 0),
+    ("eval.discriminative_lr_factor", "> 0", lambda v: v > 0),
+    ("eval.finetune_lr", "> 0 (or null = optim.lr)", lambda v: v > 0),
+    ("eval.min_test_positives", ">= 1", lambda v: v >= 1),
+    ("eval.bootstrap", ">= 0 (0: no interval)", lambda v: v >= 0),
+    ("noise.seed", ">= 0", lambda v: v >= 0),
+    ("noise.mains_hz", "> 0", lambda v: v > 0),
+)
+
+
+def _lookup(config, dotted: str) -> Any:
+    node = config
+    for part in dotted.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def _numbers(node, prefix: str = "") -> Iterator[tuple[str, float]]:
+    """Every float in the config tree (lists included), with its dotted key."""
+    if dataclasses.is_dataclass(node):
+        for f in dataclasses.fields(node):
+            yield from _numbers(getattr(node, f.name), f"{prefix}.{f.name}" if prefix else f.name)
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            yield from _numbers(item, f"{prefix}[{i}]")
+    elif isinstance(node, float):
+        yield prefix, node
+
+
+def check_values(config) -> None:
+    """Raise ConfigError for the first setting out of its range (see :data:`_RULES`)."""
+    for key, value in _numbers(config):
+        if not math.isfinite(value):  # YAML's .inf / .nan parse as numbers, but no setting means them
+            raise ConfigError(f"{key} must be a finite number, got {value}")
+    for key, rule, test in _RULES:
+        value = _lookup(config, key)
+        if value is not None and not test(value):
+            raise ConfigError(f"{key} must be {rule}, got {value!r}")
+    if config.train.max_workers is not None and config.train.max_workers < config.train.workers:
+        raise ConfigError(f"train.max_workers={config.train.max_workers} is below train.workers={config.train.workers}")
+    for k, spec in enumerate(config.data.stores or []):
+        if not spec.weight > 0:
+            raise ConfigError(f"data.stores[{k}].weight must be > 0, got {spec.weight!r}")
+    if config.cpc.negatives not in CPC_NEGATIVES:
+        raise ConfigError(f"cpc.negatives must be one of {', '.join(CPC_NEGATIVES)}, got {config.cpc.negatives!r}")
