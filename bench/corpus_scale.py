@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 def write_store(out: Path, records: int, length: int, chunk_samples: int) -> Path:
     """``records`` records of ``length`` samples, first half group A then group B (lead 0 = group)."""
     from ecg_ray.data.sources.base import Record
-    from ecg_ray.data.store import StoreWriter
+    from ecg_ray.data.store_writer import StoreWriter
 
     writer = StoreWriter(out, fs=100.0, codec="none", chunk_samples=chunk_samples)
     a = np.zeros((length, 12), np.float32)

@@ -46,7 +46,8 @@ sys.path.insert(0, str(ROOT))
 def build_tiled_store(base: Path, out: Path, records: int, codec: str) -> Path:
     """A store of ``records`` records by repeating the base store's records (real signals)."""
     from ecg_ray.data.sources.base import Record
-    from ecg_ray.data.store import EcgStore, StoreWriter
+    from ecg_ray.data.store import EcgStore
+    from ecg_ray.data.store_writer import StoreWriter
 
     src = EcgStore(base)
     signals = src.signals()[:]

@@ -21,7 +21,8 @@ import torch
 from ecg_ray import storage
 from ecg_ray.cli import main
 from ecg_ray.data.staging import OWNER_FILE
-from ecg_ray.data.store import MANIFEST, EcgStore, StoreWriter
+from ecg_ray.data.store import MANIFEST, EcgStore
+from ecg_ray.data.store_writer import StoreWriter
 from ecg_ray.errors import EcgRayError, StoreError
 from ecg_ray.overwrite import check_output_dir, check_sweep_dir, relation
 from tests.cli import run_json

@@ -22,7 +22,8 @@ from tqdm import tqdm
 
 from ecg_ray import storage
 from ecg_ray.data.sources.base import Record, SkippedRecord, Source
-from ecg_ray.data.store import DEFAULT_CHUNK_SAMPLES, DEFAULT_CODEC, StoreWriter
+from ecg_ray.data.store import DEFAULT_CHUNK_SAMPLES, DEFAULT_CODEC
+from ecg_ray.data.store_writer import StoreWriter
 from ecg_ray.errors import EcgRayError, RecordError, SourceError
 from ecg_ray.overwrite import check_store_target, store_inputs
 

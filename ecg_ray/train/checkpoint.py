@@ -294,16 +294,10 @@ def export_encoder(run_dir: Path, out: Path, best: bool = False) -> dict[str, An
 
 
 def load_encoder_payload(path: str | Path, map_location="cpu") -> dict[str, Any]:
-    """The dict written by :func:`export_encoder`, loaded weights-only; clear errors otherwise."""
-    if not storage.is_file(path):
-        raise CheckpointError(f"{path}: encoder file not found")
-    try:
-        payload = storage.torch_load(path, map_location=map_location)
-    except Exception as exc:
-        raise CheckpointError(f"{path}: cannot load encoder ({type(exc).__name__}: {exc})") from None
-    if not isinstance(payload, dict) or payload.get("format") != ENCODER_FORMAT:
-        raise CheckpointError(f"{path}: not an ecg_ray encoder export")
-    return payload
+    """The dict written by :func:`export_encoder`, loaded weights-only; one line saying what the file is otherwise."""
+    from ecg_ray.train.encoder_file import read_encoder_file
+
+    return read_encoder_file(storage.normalize(path), map_location)
 
 
 def load_encoder(path: str | Path, map_location="cpu") -> torch.nn.Module:

@@ -92,19 +92,29 @@ def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
-def _train_epoch(wrapped, dataset, optimizer, scheduler, loss_fn, per_worker: int, steps: int, device) -> tuple[float, int]:
-    total, done = 0.0, 0
-    for batch in dataset.iter_torch_batches(batch_size=per_worker, drop_last=True, device=device):
-        loss = loss_fn(wrapped(batch["signal"]), batch["labels"])
+def _train_epoch(wrapped, dataset, optimizer, scheduler, loss_fn, per_worker: int, steps: int, device,
+                 autocast, scaler) -> tuple[float, int]:
+    """(summed loss, steps) of one epoch in ``train.precision``; the loss is read back once, at the end."""
+    total, done = torch.zeros((), device=device), 0
+    for batch in dataset.iter_torch_batches(batch_size=per_worker, drop_last=True, device=device,
+                                            pin_memory=device.type == "cuda"):
+        with autocast():
+            logits = wrapped(batch["signal"])
+        loss = loss_fn(logits.float(), batch["labels"].float())  # the loss itself in fp32
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
         scheduler.step()
-        total += float(loss.detach())
+        total += loss.detach()
         done += 1
         if done >= steps:
             break
-    return total, done
+    return float(total), done
 
 
 def downstream_worker(loop_config: dict[str, Any]) -> None:
@@ -115,6 +125,7 @@ def downstream_worker(loop_config: dict[str, Any]) -> None:
     from ecg_ray.optim import warmup_cosine
     from ecg_ray.train.checkpoint import save_checkpoint
     from ecg_ray.train.pretrain import worker_setup
+    from ecg_ray.train.step import check_epoch_loss, precision_context
 
     config, rank, world, device, store = worker_setup(loop_config)
     label_set = config.data.label_set
@@ -132,6 +143,7 @@ def downstream_worker(loop_config: dict[str, Any]) -> None:
         init_head_bias(model, store.label_matrix(label_set)[train_idx])
     model = model.to(device)
     loss_fn = nn.BCEWithLogitsLoss()
+    autocast, scaler = precision_context(config.train.precision, device)  # one scaler for both phases
     history: list[dict[str, Any]] = []
     phases = plan_phases(config)
     phase_summaries = []
@@ -156,7 +168,9 @@ def downstream_worker(loop_config: dict[str, Any]) -> None:
                                      records_per_task=config.data.records_per_task, shuffle=config.data.shuffle,
                                      shuffle_block=config.data.shuffle_block)
             start = time.perf_counter()
-            total, done = _train_epoch(wrapped, dataset, optimizer, scheduler, loss_fn, per_worker, steps, device)
+            total, done = _train_epoch(wrapped, dataset, optimizer, scheduler, loss_fn, per_worker, steps, device,
+                                       autocast, scaler)
+            check_epoch_loss(total / max(1, done), epoch)
             metrics = {"epoch": epoch, "phase": phase.name, "loss": total / max(1, done),
                        "lr": float(scheduler.get_last_lr()[0]),
                        "samples_per_s": done * per_worker * world / (time.perf_counter() - start)}

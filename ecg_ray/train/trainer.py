@@ -55,10 +55,7 @@ def validate_pretraining(config: Config):
         raise ConfigError(f"train.resize_check_s must be > 0 (got {config.train.resize_check_s})")
     if config.train.epochs < 1:
         raise ConfigError("train.epochs must be >= 1")
-    if config.train.precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise ConfigError(f"train.precision: unknown value {config.train.precision!r} (auto, fp32, bf16, fp16)")
-    if config.train.precision == "fp16" and config.train.gpus_per_worker <= 0:
-        raise ConfigError("train.precision=fp16 needs GPUs (train.gpus_per_worker > 0)")
+    check_precision(config)
     check_resources(config)
     check_stream_settings(config)
     selection = training_selection(config, preflight_pretraining(config))  # folds, method, augmentations
@@ -275,6 +272,14 @@ def resume_config(run_dir: str | Path, overrides: list[str], epochs: int | None)
     return from_dict(Config, tree)
 
 
+def check_precision(config: Config) -> None:
+    """train.precision is known and, for fp16, has GPUs (pretraining and downstream training alike)."""
+    if config.train.precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise ConfigError(f"train.precision: unknown value {config.train.precision!r} (auto, fp32, bf16, fp16)")
+    if config.train.precision == "fp16" and config.train.gpus_per_worker <= 0:
+        raise ConfigError("train.precision=fp16 needs GPUs (train.gpus_per_worker > 0)")
+
+
 def validate_evaluation(config: Config) -> EcgStore:
     from ecg_ray.models import ENCODERS
     from ecg_ray.train.classifier import DISCRIMINATIVE_GROUPS, HEAD_BIAS_INITS
@@ -283,6 +288,7 @@ def validate_evaluation(config: Config) -> EcgStore:
 
     if config.eval.mode not in MODES:
         raise ConfigError(f"eval.mode: unknown mode {config.eval.mode!r}; choose one of {', '.join(MODES)}")
+    check_precision(config)
     if config.eval.mode == "supervised" and (config.eval.encoder or config.eval.pretrained):
         raise ConfigError("eval.mode=supervised trains from random initialisation; drop --encoder/--pretrained")
     if config.eval.mode == "finetune" and not (config.eval.encoder or config.eval.pretrained):

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ecg_ray.data.sources.base import Record
-from ecg_ray.data.store import StoreWriter
+from ecg_ray.data.store_writer import StoreWriter
 
 
 def grouped_store(out: Path, groups: dict[str, int], *, length: int = 60, fs: float = 100.0,

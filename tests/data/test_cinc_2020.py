@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 
 from ecg_ray.data.prepare import prepare_store
+from ecg_ray.data.sources.base import label_sort_key
 from ecg_ray.data.sources.cinc import CPSC2018_DX, CincSource, parse_dx, snomed_code
-from ecg_ray.data.store import EcgStore, label_sort_key
+from ecg_ray.data.store import EcgStore
 
 FS = 500
 LEADS = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]

@@ -293,7 +293,7 @@ def test_pretrain_on_a_store_with_a_flipped_byte_fails_naming_the_chunk(ray_sess
 def test_unlabelled_store_verifies_clean(tmp_path):
     """A label table without columns keeps no row count in Parquet: not a mismatch with records.parquet."""
     from ecg_ray.data.sources.base import Record
-    from ecg_ray.data.store import StoreWriter
+    from ecg_ray.data.store_writer import StoreWriter
 
     writer = StoreWriter(tmp_path / "unlabelled", fs=100.0)
     for i in range(3):

@@ -34,7 +34,7 @@ def test_mapped_and_preadv_readers_equal_zarr(tmp_path):
 
 def _rechunked(store: EcgStore, out, chunk: int):
     from ecg_ray.data.sources.base import Record
-    from ecg_ray.data.store import StoreWriter
+    from ecg_ray.data.store_writer import StoreWriter
 
     writer = StoreWriter(out, fs=store.fs, chunk_samples=chunk)
     for i in range(len(store)):

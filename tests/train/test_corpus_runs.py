@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from ecg_ray.data.sources.base import Record
-from ecg_ray.data.store import EcgStore, StoreWriter
+from ecg_ray.data.store import EcgStore
+from ecg_ray.data.store_writer import StoreWriter
 from ecg_ray.train.checkpoint import latest_checkpoint, load_history
 from tests.cli import run_json
 from tests.data.synthetic_stores import grouped_store

@@ -101,7 +101,7 @@ def test_corrupt_and_foreign_checkpoints_give_clear_errors(tmp_path):
         load_encoder(foreign)
     # A pickled object (not weights) is refused by weights_only loading rather than executed.
     torch.save({"format": ENCODER_FORMAT, "obj": threading.Lock}, foreign)
-    with pytest.raises(CheckpointError, match="cannot load encoder"):
+    with pytest.raises(CheckpointError, match="not an ecg_ray encoder .a torch file holding Python objects"):
         load_encoder(foreign)
 
 

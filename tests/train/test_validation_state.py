@@ -10,7 +10,8 @@ import torch
 
 from ecg_ray.config import load_config
 from ecg_ray.data.sources.base import Record
-from ecg_ray.data.store import EcgStore, StoreWriter
+from ecg_ray.data.store import EcgStore
+from ecg_ray.data.store_writer import StoreWriter
 from ecg_ray.methods import METHODS, build_method
 from ecg_ray.train.pretrain import _validation
 
