@@ -27,3 +27,7 @@ class StoreError(EcgRayError):
 
 class ConfigError(EcgRayError):
     """A configuration value or key is invalid; the message names the key."""
+
+
+class CheckpointError(EcgRayError):
+    """A checkpoint or exported encoder is missing, corrupt or not ours."""

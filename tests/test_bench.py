@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
@@ -57,3 +59,14 @@ def test_gpu_check_needs_neither_ray_nor_the_data_stack():
     assert re.search(r"^loss \d", proc.stdout, re.M)
     if "cuda False" in proc.stdout:
         assert "exit 2" in proc.stdout and "no CUDA device" in proc.stdout  # says why it did nothing
+
+
+@pytest.mark.slow
+def test_epoch_overhead_mode_splits_a_real_epoch(ptbxl_dir):
+    """``--epoch`` runs a real pretraining and prints the training share of the epoch's wall time."""
+    proc = subprocess.run([sys.executable, str(BENCH / "step_throughput.py"), "--epoch", "--methods", "simclr",
+                           "--epoch-steps", "1", "--batch", "8"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = dict(re.findall(r"^RESULT (\S+) ratio=([0-9.]+)$", proc.stdout, re.M))
+    every, intervals = float(results["epoch_overhead_every_epoch_simclr"]), float(results["epoch_overhead"])
+    assert 0 < every <= intervals <= 1  # validating every epoch can only cost more than every 25th

@@ -23,7 +23,7 @@ from torch import nn
 
 from ecg_ray.augment import PAPER_DEFAULT, build_augmentation
 from ecg_ray.config import Config
-from ecg_ray.train import collapse
+from ecg_ray.methods.embedding_stats import embedding_std
 
 
 class Method(nn.Module):
@@ -60,7 +60,7 @@ class Method(nn.Module):
     def record_embedding(self, z: torch.Tensor) -> None:
         """Keep the collapse statistic of a training batch's embeddings ``z`` (..., d): no host sync."""
         if self.training:  # validation batches are not the training representation
-            self.embedding_std = collapse.embedding_std(z)
+            self.embedding_std = embedding_std(z)
             self.embedding_dim = int(z.shape[-1])
 
     def uniform_loss(self, batch_per_worker: int, world: int) -> float | None:

@@ -20,18 +20,14 @@ import torch
 
 import ecg_ray
 from ecg_ray import storage
-from ecg_ray.errors import EcgRayError
+from ecg_ray.errors import CheckpointError, EcgRayError
+from ecg_ray.train.encoder_file import read_encoder_file
+from ecg_ray.train.formats import CHECKPOINT_FORMAT, ENCODER_FORMAT
 
 STATE_FILE = "state.pt"
 HISTORY_FILE = "history.json"
-CHECKPOINT_FORMAT = "ecg_ray.checkpoint.v1"
-ENCODER_FORMAT = "ecg_ray.encoder.v1"
 # Ray Train's record of the checkpoints it committed (all workers reported), in the run directory.
 RAY_SNAPSHOT = "checkpoint_manager_snapshot.json"
-
-
-class CheckpointError(EcgRayError):
-    """A checkpoint or exported encoder is missing, corrupt or not ours."""
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
@@ -295,8 +291,6 @@ def export_encoder(run_dir: Path, out: Path, best: bool = False) -> dict[str, An
 
 def load_encoder_payload(path: str | Path, map_location="cpu") -> dict[str, Any]:
     """The dict written by :func:`export_encoder`, loaded weights-only; one line saying what the file is otherwise."""
-    from ecg_ray.train.encoder_file import read_encoder_file
-
     return read_encoder_file(storage.normalize(path), map_location)
 
 

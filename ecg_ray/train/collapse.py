@@ -6,7 +6,7 @@ Two figures per epoch, both cheap:
   batch) of the L2-normalised embeddings, as solo-learn logs it ("z_std"). Identical embeddings
   (a collapsed network) give 0; embeddings spread evenly over the unit sphere of dimension d give
   about 1/sqrt(d), since each coordinate of a random unit vector has variance 1/d. Each method
-  computes it on the device for every training batch (:func:`embedding_std`); the worker sums
+  computes it on the device for every training batch (``ecg_ray.methods.embedding_stats``); the worker sums
   it on the device and reads it back once per epoch, with the loss (no extra host syncs).
 * ``loss_uniform_ratio``: the epoch's loss over the value its loss takes when every similarity is
   equal, i.e. when the network tells no sample from another: ln(2N - 1) for NT-Xent with N the
@@ -40,20 +40,6 @@ STD_FRACTION = 0.1
 LOSS_TOLERANCE = 0.002
 #: the verdict needs the sign in each of the last this many epochs (fewer if the run has fewer)
 COLLAPSE_EPOCHS = 1
-
-
-def embedding_std(z):
-    """Mean over dimensions of the std over rows of the L2-normalised rows of ``z`` (0-d tensor, no grad).
-
-    ``z`` is (rows, d), or (..., d) whose leading axes are flattened into rows (CPC's per-step
-    latents). Runs on ``z``'s device and returns a device tensor: the caller decides when to read it.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    with torch.no_grad():
-        rows = z.detach().reshape(-1, z.shape[-1]).float()
-        return F.normalize(rows, dim=1).std(dim=0).mean()
 
 
 def _finite(value: Any) -> bool:

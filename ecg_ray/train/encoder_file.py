@@ -20,7 +20,8 @@ from typing import Any
 import torch
 
 from ecg_ray import storage
-from ecg_ray.train.checkpoint import CHECKPOINT_FORMAT, ENCODER_FORMAT, CheckpointError
+from ecg_ray.errors import CheckpointError
+from ecg_ray.train.formats import CHECKPOINT_FORMAT, ENCODER_FORMAT
 
 #: what the first bytes of a file say it is (torch writes a zip archive, or a legacy pickle that
 #: starts with its magic number)

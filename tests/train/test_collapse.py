@@ -11,7 +11,8 @@ import torch
 from ecg_ray.losses.cpc import cpc_infonce
 from ecg_ray.losses.ntxent import nt_xent
 from ecg_ray.losses.swav import sinkhorn, swav_loss
-from ecg_ray.train.collapse import COLLAPSE_EPOCHS, assess, embedding_std
+from ecg_ray.methods.embedding_stats import embedding_std
+from ecg_ray.train.collapse import COLLAPSE_EPOCHS, assess
 
 
 def _reference_std(z: np.ndarray) -> float:
