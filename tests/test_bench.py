@@ -70,3 +70,60 @@ def test_epoch_overhead_mode_splits_a_real_epoch(ptbxl_dir):
     results = dict(re.findall(r"^RESULT (\S+) ratio=([0-9.]+)$", proc.stdout, re.M))
     every, intervals = float(results["epoch_overhead_every_epoch_simclr"]), float(results["epoch_overhead"])
     assert 0 < every <= intervals <= 1  # validating every epoch can only cost more than every 25th
+
+
+def _scale_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_scale", BENCH / "scale.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_scale_tiles_windows_of_the_base_records_and_sizes_the_disk(tmp_path):
+    """bench/scale.py's store: record i is a window of base record i % len(base) at a shifting start, with
+    its own id, file and patient; the record length is the longest that fits a third of the free disk."""
+    import numpy as np
+
+    from ecg_ray.data.store import EcgStore
+
+    scale = _scale_module()
+    rng = np.random.default_rng(0)
+    base = [{"signal": rng.normal(size=(1000, 12)).astype(np.float32), "id": f"b{k}", "dataset": "ptbxl",
+             "file": f"records100/b{k}", "patient_id": f"p{k}", "fold": k + 1} for k in range(3)]
+    records, length = 12_000, 40  # 4,000 repeats of each base record: starts wrap around the base length
+    store = EcgStore(scale.tile_store(base, tmp_path / "tiled", records, length))
+    assert len(store) == records and store.records["id"].is_unique and store.records["file"].is_unique
+    assert store.records["patient_id"].nunique() == records
+    for i in (0, 1, 2, 3, 4, 77, 5_000, records - 1):
+        rep = i // 3
+        start = (rep * 37) % (1000 - length + 1)
+        np.testing.assert_array_equal(store.signal(i), base[i % 3]["signal"][start:start + length])
+        assert store.records["fold"].iloc[i] == i % 3 + 1
+    # 1M records x 500 samples x 48 B = 24 GB fits a third of 75 GB; 1000 samples (48 GB) does not
+    assert scale.choose_length(0, 1_000_000, 250, 75e9) == 500
+    assert scale.choose_length(0, 1_000_000, 250, 40e9) == 250
+    assert scale.choose_length(300, 1_000_000, 250, 1e9) == 300  # asked for: taken as given
+    with pytest.raises(SystemExit, match="more than a third of the 30 GB free"):
+        scale.choose_length(0, 1_000_000, 250, 30e9)
+
+
+@pytest.mark.slow
+def test_scale_streams_every_record_over_at_least_100_read_tasks(tmp_path):
+    """bench/scale.py end to end at 10k and 20k records: >= 100 read tasks, one crop per record per epoch,
+    store bytes = records x samples x 48 B, and its RESULT lines for the largest N."""
+    proc = subprocess.run([sys.executable, str(BENCH / "scale.py"), "--records", "10000,20000", "--length", "260",
+                           "--epochs", "1", "--tmp", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    for n in (10_000, 20_000):
+        block = proc.stdout.split(f"N={n:,} x 260 samples")[1]
+        tasks, crops = re.search(r"epoch 0: (\d+) read tasks of [\d,]+ records.* ([\d,]+) crops at", block).groups()
+        assert int(tasks) >= 100 and n - 256 < int(crops.replace(",", "")) <= n
+        stats = dict(re.findall(r"(\w+)=([0-9.]+)", re.search(rf"^RESULT scale_{n} (.*)$", block, re.M).group(1)))
+        assert abs(float(stats["store_gb"]) - n * 260 * 48 / 1e9) < 0.01 * n * 260 * 48 / 1e9
+        assert float(stats["crops_per_s"]) > 0 and float(stats["task_peak_mb"]) > 0
+    results = dict(re.findall(r"^RESULT scale (\w+)=([0-9.]+)$", proc.stdout, re.M))
+    assert results["crops_per_s"] == stats["crops_per_s"]  # the largest N's
+    assert float(results["driver_bytes_per_record"]) > 0
+    assert list(tmp_path.iterdir()) == []  # its stores are removed

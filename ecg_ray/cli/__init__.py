@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ecg_ray.errors import EcgRayError
 
-PREPARE_KINDS = ("ptbxl", "cinc", "code15", "numpy", "synthetic")
+PREPARE_KINDS = ("ptbxl", "cinc", "code15", "numpy", "wfdb", "synthetic")
 
 
 def _int_list(text: str) -> list[int]:
@@ -74,14 +74,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("kind", choices=PREPARE_KINDS, help="source format")
     p.add_argument("src", nargs="*", type=Path,
                    help="source path(s): a PTB-XL directory, CinC directory tree(s), CODE-15 directory or "
-                        "HDF5 file, a .npy/.zarr array; none for synthetic")
+                        "HDF5 file, a .npy/.zarr array, a WFDB directory tree; none for synthetic")
     p.add_argument("--out", required=True, type=_location,
                    help="store directory to create (local, or a URI such as s3://bucket/stores/ptbxl)")
     p.add_argument("--target-fs", type=float, default=100.0, help="store sampling rate in Hz")
     p.add_argument("--rate", type=int, choices=(100, 500), default=100,
                    help="ptbxl: read records100 (100) or records500 (500)")
     p.add_argument("--fs", type=float, default=None, help="numpy: sampling rate of the input array (required)")
-    p.add_argument("--labels", type=Path, default=None, help="numpy: CSV of labels/metadata, one row per record")
+    p.add_argument("--labels", type=Path, default=None,
+                   help="numpy: CSV of labels/metadata, one row per record; wfdb: the same, joined on a 'path' "
+                        "or 'id' column")
+    p.add_argument("--record-list", type=Path, default=None,
+                   help="wfdb: CSV with a 'path' column (relative to the directory) listing the records to read, "
+                        "e.g. MIMIC-IV-ECG's record_list.csv; other columns become metadata (default: every .hea)")
     p.add_argument("--layout", choices=("auto", "NTC", "NCT"), default="auto",
                    help="numpy: axis order (N, T, 12) or (N, 12, T)")
     p.add_argument("--exams-csv", type=Path, default=None, help="code15: exams.csv if not beside the HDF5 files")
@@ -102,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="chunk compression (default: the store default, see bench/RESULTS.md)")
     p.add_argument("--chunk-samples", type=int, default=None, help="time samples per zarr chunk")
     p.add_argument("--workers", type=int, default=None, help="reader processes (default: min(4, CPUs))")
+    p.add_argument("--ray", action="store_true",
+                   help="read and write in Ray tasks across the cluster (automatic when RAY_ADDRESS names one); "
+                        "the same store, bit for bit; a local --out must be on a file system every node mounts")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing complete ecg_ray store at --out (anything else there, or a store "
                         "that holds or lies inside an input, is refused)")

@@ -42,15 +42,23 @@ def _make_sources(args) -> list:
             raise EcgRayError("prepare numpy takes exactly one array path")
         return [ArraySource(src[0], fs=args.fs, labels_csv=args.labels, layout=args.layout,
                             fs_out=args.target_fs)]
+    if kind == "wfdb":
+        from ecg_ray.data.sources.wfdb_dir import WfdbSource
+
+        if len(src) != 1:
+            raise EcgRayError("prepare wfdb takes exactly one directory")
+        return [WfdbSource(src[0], record_list=args.record_list, labels_csv=args.labels, fs_out=args.target_fs)]
     raise EcgRayError(f"unknown source kind {kind}")
 
 
 def _prepare_inputs(args) -> list:
     """Every path ``prepare`` reads: sources, label/exam tables, the patient list, the PTB-XL database."""
-    return [*args.src, args.labels, args.exams_csv, args.exclude_patients, args.ptbxl_db]
+    return [*args.src, args.labels, args.exams_csv, args.exclude_patients, args.ptbxl_db,
+            getattr(args, "record_list", None)]
 
 
 def cmd_prepare(args) -> dict:
+    from ecg_ray.data.parallel_prepare import ray_wanted
     from ecg_ray.data.prepare import Exclusions, prepare_store
     from ecg_ray.data.store import DEFAULT_CHUNK_SAMPLES, DEFAULT_CODEC, EcgStore
     from ecg_ray.overwrite import check_store_target
@@ -69,7 +77,7 @@ def cmd_prepare(args) -> dict:
     prepare_store(sources, args.out, fs=args.target_fs, on_error=args.on_error, exclusions=exclusions,
                   chunk_samples=args.chunk_samples or DEFAULT_CHUNK_SAMPLES, codec=args.codec or DEFAULT_CODEC,
                   workers=args.workers, overwrite=args.overwrite, progress=not args.no_progress,
-                  inputs=[p for p in _prepare_inputs(args) if p is not None])
+                  inputs=[p for p in _prepare_inputs(args) if p is not None], use_ray=ray_wanted(args.ray))
     elapsed = time.perf_counter() - start
     summary = EcgStore(args.out).summary()
     summary["seconds"] = round(elapsed, 2)

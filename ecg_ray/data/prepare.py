@@ -85,7 +85,8 @@ class Exclusions:
                 "ptbxl_folds": sorted(self.ptbxl_folds)}
 
 
-def _read_one(job: tuple[Source, object]) -> Record | SkippedRecord:
+def read_one(job: tuple[Source, object]) -> Record | SkippedRecord:
+    """One record, or why it is skipped: the same call in a pool process and in a Ray task."""
     source, ref = job
     try:
         return source.read(ref)
@@ -115,23 +116,26 @@ def prepare_store(
     overwrite: bool = False,
     progress: bool = True,
     inputs: list[str | Path] | None = None,
+    use_ray: bool = False,
 ) -> dict:
     """Read all sources into a new store at ``out``; returns its manifest.
 
     ``overwrite`` replaces only a complete ecg_ray store that holds no input: neither a source path
     (from the sources' ``describe()``), nor the PTB-XL database of ``exclusions``, nor ``inputs``
     (other files the caller read, e.g. a patient list). That is checked before anything is read.
+    ``use_ray`` reads and writes in Ray tasks across the cluster (``ecg_ray.data.parallel_prepare``;
+    ``workers`` is then unused): the store is bit-identical to the process pool's.
     """
     exclusions = exclusions or Exclusions()
-    all_inputs = store_inputs(sources, exclusions.ptbxl_db, *(inputs or []))
-    check_store_target(out, inputs=all_inputs, overwrite=overwrite)
-    if on_error not in ("skip", "fail"):
-        raise EcgRayError(f"--on-error must be 'skip' or 'fail', got {on_error!r}")
-    if not sources:
-        raise SourceError("no sources given")
-    for source in sources:
-        if source.fs_out != fs:
-            raise SourceError(f"source {source.kind} resamples to {source.fs_out} Hz, store is {fs} Hz")
+    all_inputs = check_prepare_request(sources, out, fs=fs, on_error=on_error, exclusions=exclusions,
+                                       overwrite=overwrite, inputs=inputs)
+    if use_ray:
+        from ecg_ray.data.parallel_prepare import prepare_on_ray
+
+        manifest, _ = prepare_on_ray(sources, out, fs=fs, on_error=on_error, exclusions=exclusions,
+                                     chunk_samples=chunk_samples, codec=codec, overwrite=overwrite,
+                                     progress=progress, inputs=all_inputs)
+        return manifest
     workers = workers if workers is not None else min(4, os.cpu_count() or 1)
     total = sum(len(s.refs()) for s in sources)
     source_of_kind = {id(s): s for s in sources}
@@ -143,9 +147,9 @@ def prepare_store(
             # fork is cheap and sources are plain objects; spawn would re-import torch in workers.
             ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
             pool = ctx.Pool(workers)
-            results = pool.imap(_read_one, _jobs(sources), chunksize=8)
+            results = pool.imap(read_one, _jobs(sources), chunksize=8)
         else:
-            results = map(_read_one, _jobs(sources))
+            results = map(read_one, _jobs(sources))
         source_by_record = _source_iter(sources)
         first_unmapped: dict[str, tuple[str, str, str]] = {}
         bar = tqdm(total=total, desc=f"prepare {storage.name(out)}", unit="rec", disable=not progress, mininterval=0.5,
@@ -167,13 +171,8 @@ def prepare_store(
                 for text in result.unmapped_labels:  # the first record with each text, logged below
                     first_unmapped.setdefault(text, (result.id, result.file, source.kind))
                 bar.set_postfix(skipped=len(writer.skipped), excluded=sum(writer.excluded.values()), refresh=False)
-        _log_unmapped(first_unmapped, writer.label_warnings())
-        label_names, label_sets = _labels_of(sources)
-        manifest = writer.finalize(
-            sources=[{**s.describe(), "records_listed": len(s.refs())} for s in source_of_kind.values()],
-            label_names=label_names, label_sets=label_sets,
-            extra={"exclusions": exclusions.describe(), "on_error": on_error},
-        )
+        log_unmapped(first_unmapped, writer.label_warnings())
+        manifest = finalize_store(writer, list(source_of_kind.values()), exclusions, on_error)
     except BaseException:
         writer.abort()
         raise
@@ -183,7 +182,34 @@ def prepare_store(
     return manifest
 
 
-def _log_unmapped(first: dict[str, tuple[str, str, str]], warnings: dict) -> None:
+def check_prepare_request(sources: list[Source], out: str | Path, *, fs: float, on_error: str,
+                          exclusions: Exclusions, overwrite: bool, inputs: list[str | Path] | None) -> list[str]:
+    """Everything refused before a record is read (both paths); returns every input path."""
+    all_inputs = store_inputs(sources, exclusions.ptbxl_db, *(inputs or []))
+    check_store_target(out, inputs=all_inputs, overwrite=overwrite)
+    if on_error not in ("skip", "fail"):
+        raise EcgRayError(f"--on-error must be 'skip' or 'fail', got {on_error!r}")
+    if not sources:
+        raise SourceError("no sources given")
+    for source in sources:
+        if source.fs_out != fs:
+            raise SourceError(f"source {source.kind} resamples to {source.fs_out} Hz, store is {fs} Hz")
+    return all_inputs
+
+
+def finalize_store(writer: StoreWriter, sources: list[Source], exclusions: Exclusions, on_error: str,
+                   known_checksums: dict[str, str] | None = None) -> dict:
+    """Tables and manifest for the records ``writer`` holds, then the store moved into place (both paths)."""
+    label_names, label_sets = _labels_of(sources)
+    return writer.finalize(
+        sources=[{**s.describe(), "records_listed": len(s.refs())} for s in sources],
+        label_names=label_names, label_sets=label_sets,
+        extra={"exclusions": exclusions.describe(), "on_error": on_error},
+        known_checksums=known_checksums,
+    )
+
+
+def log_unmapped(first: dict[str, tuple[str, str, str]], warnings: dict) -> None:
     """Warn once per label text kept verbatim (after the progress bar), then a summary."""
     if not warnings["records"]:
         return

@@ -9,6 +9,7 @@ runs are cleaned by ``ecg_ray.data.staging``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -16,7 +17,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -121,8 +122,25 @@ class StoreWriter:
         signal = record.signal
         offset = self._written + self._buffered
         self._append(signal)
+        self._add_row(record, offset, int(signal.shape[0]), extra_labels)
+
+    def add_written(self, record: Record, length: int, extra_labels: dict[str, int] | None = None) -> int:
+        """Register a record whose ``length`` samples someone else writes into ``signals``; returns its offset.
+
+        The parallel prepare (``ecg_ray.data.parallel_prepare``) writes the signals in Ray tasks:
+        the records' rows, labels and counts still come from here, so both paths build the same
+        tables and manifest. ``record.signal`` is not used. Do not mix with :meth:`add`.
+        """
+        if record.fs != self.fs:
+            raise StoreError(f"record {record.id} is at {record.fs} Hz, store is at {self.fs} Hz")
+        offset = self._written
+        self._written += int(length)
+        self._add_row(record, offset, int(length), extra_labels)
+        return offset
+
+    def _add_row(self, record: Record, offset: int, length: int, extra_labels: dict[str, int] | None) -> None:
         row = {"id": record.id, "dataset": record.dataset, "file": record.file, "offset": offset,
-               "length": int(signal.shape[0]), "fs_original": float(record.fs_original)}
+               "length": length, "fs_original": float(record.fs_original)}
         row.update(record.metadata)
         self._rows.append(row)
         labels = dict.fromkeys(record.labels, 1)
@@ -164,9 +182,23 @@ class StoreWriter:
         return {"unmapped": {k: int(v) for k, v in sorted(self.unmapped_labels.items())},
                 "records": int(self.unmapped_records), "total": int(sum(self.unmapped_labels.values()))}
 
+    def size_signals(self, samples: int) -> None:
+        """Give ``signals`` its final length before tasks write its chunks (the parallel prepare)."""
+        self._signals.resize((int(samples), len(CANONICAL_LEADS)))
+
+    @property
+    def signals_location(self) -> str:
+        """Where the staged ``signals`` array lives (a local path): Ray tasks open it there."""
+        return str(self.tmp / SIGNALS)
+
     def finalize(self, *, sources: list[dict], label_names: list[str] | None,
-                 label_sets: dict[str, list[str]] | None = None, extra: dict | None = None) -> dict:
-        """Write tables and manifest, then move the store into place. Returns the manifest."""
+                 label_sets: dict[str, list[str]] | None = None, extra: dict | None = None,
+                 known_checksums: dict[str, str] | None = None) -> dict:
+        """Write tables and manifest, then move the store into place. Returns the manifest.
+
+        ``known_checksums`` (relative path -> sha256) are taken as given instead of re-reading
+        those files: the parallel prepare's write tasks hash the chunks they wrote.
+        """
         self._flush()
         if not self._rows:
             self.abort()
@@ -223,7 +255,7 @@ class StoreWriter:
             "label_warnings": self.label_warnings(),
             **(extra or {}),
         }
-        checksums = checksum_files(self.tmp)
+        checksums = _checksums(self.tmp, known_checksums or {})
         checksums.pop(OWNER_FILE, None)  # a local staging directory's owner file is dropped before the move
         manifest["checksums"] = checksums
         owner = self.tmp / OWNER_FILE
@@ -278,3 +310,23 @@ class StoreWriter:
         shutil.rmtree(self._staging, ignore_errors=True)
 
 
+
+
+def _checksums(root: Path, known: dict[str, str]) -> dict[str, str]:
+    """``checksum_files(root)``, reading only the files whose sha256 is not in ``known``."""
+    if not known:
+        return checksum_files(root)
+    out = {}
+    for rel, _ in storage.list_files(root):
+        if PurePosixPath(rel).name == MANIFEST:
+            continue
+        if rel not in known:
+            digest = hashlib.sha256()
+            with open(root / rel, "rb") as f:
+                for block in iter(lambda f=f: f.read(1 << 22), b""):
+                    digest.update(block)
+            known_digest = digest.hexdigest()
+        else:
+            known_digest = known[rel]
+        out[rel] = known_digest
+    return out

@@ -5,32 +5,24 @@ The array is (N, T, 12) ("NTC") or (N, 12, T) ("NCT") in millivolts at one sampl
 arrays (v2 or v3) are read one record at a time, so arrays larger than memory work. Signals
 are kept as given: trailing zeros are not stripped, since we cannot tell padding from data.
 
-The optional CSV has one row per record, in array order:
-
-* ``id``: record ids (else the row index);
-* ``labels``: label names separated by ``;`` or ``,`` in the cell, and/or one-hot 0/1 columns
-  ``label_<name>``;
-* ``fold`` (1..10) and ``patient_id`` when known (else ``stable_fold`` of the patient / record);
-* any other column is copied into the record's metadata.
+The optional CSV has one row per record, in array order (format in
+:mod:`ecg_ray.data.sources.label_table`, shared with ``prepare wfdb``): ``id`` (else the row
+index), ``labels`` and/or ``label_<name>`` one-hot columns, ``fold`` and ``patient_id`` when
+known (else ``stable_fold`` of the patient / record), any other column as metadata.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from ecg_ray.data.signal import CANONICAL_LEADS, MAX_FS, MIN_FS, canonical_lead_name, standardize
 from ecg_ray.data.sources.base import Record, Source, stable_fold
+from ecg_ray.data.sources.label_table import load_csv, read_label_table
 from ecg_ray.errors import RecordError, SourceError
-
-LABEL_PREFIX = "label_"
-_RESERVED = {"id", "labels", "fold", "patient_id"}
-_LABEL_SPLIT = re.compile(r"[;,]")
 
 
 class ArraySource(Source):
@@ -144,71 +136,19 @@ class ArraySource(Source):
         return layout
 
     def _load_csv(self, csv: Path) -> None:
-        if not csv.is_file():
-            raise SourceError(f"{csv}: labels CSV not found")
-        try:
-            # Ids and patient ids stay text: "007" must not become 7.
-            table = pd.read_csv(csv, dtype={"id": str, "patient_id": str, "labels": str})
-        except Exception as exc:
-            raise SourceError(f"{csv}: unreadable CSV ({type(exc).__name__}: {exc})") from None
+        table = load_csv(csv)
         if len(table) != self.n_records:
             raise SourceError(f"{csv}: {len(table)} rows but {self.path} holds {self.n_records} records "
                               "(the CSV needs one row per record, in array order)")
-        columns = [str(c) for c in table.columns]
-        table.columns = columns
-
-        if "id" in columns:
-            ids = table["id"]
-            if ids.isna().any():
-                rows = np.flatnonzero(ids.isna().to_numpy())[:5].tolist()
-                raise SourceError(f"{csv}: empty id in row(s) {rows}")
-            self._ids = [str(v).strip() for v in ids]
-            stripped = pd.Series(self._ids)
-            if stripped.duplicated().any():
-                duplicated = sorted(stripped[stripped.duplicated()].unique())
-                raise SourceError(f"{csv}: duplicate id(s) {duplicated[:5]}")
-
-        label_columns = [c for c in columns if c.startswith(LABEL_PREFIX) and len(c) > len(LABEL_PREFIX)]
-        onehot = np.zeros((self.n_records, len(label_columns)), dtype=bool)
-        for j, column in enumerate(label_columns):
-            values = pd.to_numeric(table[column], errors="coerce").to_numpy(dtype=float)
-            bad = ~np.isin(values, (0.0, 1.0))
-            if bad.any():
-                row = int(np.flatnonzero(bad)[0])
-                raise SourceError(f"{csv}: column {column!r} must hold 0/1, "
-                                  f"row {row} has {table[column].iloc[row]!r}")
-            onehot[:, j] = values == 1.0
-        names = [c[len(LABEL_PREFIX):] for c in label_columns]
-        if label_columns:
-            self._label_columns = names
-
-        text = table["labels"] if "labels" in columns else None
-        self._has_label_text = text is not None
-        for i in range(self.n_records):
-            labels = [names[j] for j in np.flatnonzero(onehot[i])]
-            if text is not None and isinstance(text.iloc[i], str):
-                for name in _LABEL_SPLIT.split(text.iloc[i]):
-                    name = name.strip()
-                    if name and name not in labels:
-                        labels.append(name)
-            self._labels[i] = labels
-
-        if "fold" in columns:
-            folds = pd.to_numeric(table["fold"], errors="coerce").to_numpy(dtype=float)
-            bad = ~np.isin(folds, np.arange(1, 11, dtype=float))
-            if bad.any():
-                row = int(np.flatnonzero(bad)[0])
-                raise SourceError(f"{csv}: fold must be an integer 1..10, "
-                                  f"row {row} has {table['fold'].iloc[row]!r}")
-            self._folds = [int(f) for f in folds]
-        if "patient_id" in columns:
-            self._patients = [str(p).strip() if isinstance(p, str) and p.strip() else None
-                              for p in table["patient_id"]]
-
-        for column in columns:
-            if column in _RESERVED or column in label_columns:
-                continue
-            self._extra[column] = [_plain(v) for v in table[column]]
+        parsed = read_label_table(table, csv)
+        if parsed.ids is not None:
+            self._ids = parsed.ids
+        self._labels = parsed.labels
+        self._label_columns = parsed.label_columns
+        self._has_label_text = parsed.has_label_text
+        self._folds = parsed.folds
+        self._patients = parsed.patients
+        self._extra = parsed.extra
 
     # -- pickling: never ship an open memmap / zarr handle -------------------------------------
 
@@ -259,12 +199,3 @@ class ArraySource(Source):
         return {"kind": self.kind, "dataset": self.dataset, "path": str(self.path), "format": self.format,
                 "fs": self.fs, "layout": self.layout, "shape": list(self.shape), "leads": list(self.leads),
                 "labels_csv": str(self.labels_csv) if self.labels_csv is not None else None}
-
-
-def _plain(value: Any) -> Any:
-    """A CSV cell as a plain Python scalar (numpy scalars do not survive every writer)."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if value is pd.NA or value is None:
-        return np.nan
-    return value

@@ -34,6 +34,12 @@ def read_wfdb(record_path: str | Path, record_id: str) -> tuple[np.ndarray, floa
         header = wfdb.rdheader(str(record_path))
     except Exception as exc:  # wfdb raises many types for malformed headers
         raise RecordError(record_id, header_file, f"unreadable header: {exc}") from None
+    if isinstance(header, wfdb.MultiRecord) or getattr(header, "seg_name", None):
+        # A multi-segment record is a list of other records (possibly with gaps and layout
+        # segments that change the lead set); one record in the store is one continuous signal.
+        segments = len(header.seg_name or [])
+        raise RecordError(record_id, header_file, f"multi-segment record ({segments} segments) is not "
+                          "supported: prepare its segments as single records")
     data_files = sorted(set(header.file_name or []))
     if not data_files:
         raise RecordError(record_id, header_file, "header lists no signal file")
