@@ -58,7 +58,7 @@ def _prepare_inputs(args) -> list:
 
 
 def cmd_prepare(args) -> dict:
-    from ecg_ray.data.parallel_prepare import ray_wanted
+    from ecg_ray.data.parallel_prepare import prepare_on_ray, ray_wanted
     from ecg_ray.data.prepare import Exclusions, prepare_store
     from ecg_ray.data.store import DEFAULT_CHUNK_SAMPLES, DEFAULT_CODEC, EcgStore
     from ecg_ray.overwrite import check_store_target
@@ -74,10 +74,14 @@ def cmd_prepare(args) -> dict:
                             patients=patients, ptbxl_db=args.ptbxl_db, ptbxl_folds=set(args.exclude_ptbxl_folds))
     sources = _make_sources(args)
     start = time.perf_counter()
-    prepare_store(sources, args.out, fs=args.target_fs, on_error=args.on_error, exclusions=exclusions,
-                  chunk_samples=args.chunk_samples or DEFAULT_CHUNK_SAMPLES, codec=args.codec or DEFAULT_CODEC,
-                  workers=args.workers, overwrite=args.overwrite, progress=not args.no_progress,
-                  inputs=[p for p in _prepare_inputs(args) if p is not None], use_ray=ray_wanted(args.ray))
+    common = {"fs": args.target_fs, "on_error": args.on_error, "exclusions": exclusions,
+              "chunk_samples": args.chunk_samples or DEFAULT_CHUNK_SAMPLES, "codec": args.codec or DEFAULT_CODEC,
+              "overwrite": args.overwrite, "progress": not args.no_progress,
+              "inputs": [p for p in _prepare_inputs(args) if p is not None]}
+    if ray_wanted(args.ray):  # --ray, or RAY_ADDRESS naming a cluster: read and write in Ray tasks
+        prepare_on_ray(sources, args.out, **common)
+    else:
+        prepare_store(sources, args.out, workers=args.workers, **common)
     elapsed = time.perf_counter() - start
     summary = EcgStore(args.out).summary()
     summary["seconds"] = round(elapsed, 2)

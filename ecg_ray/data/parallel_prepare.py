@@ -258,7 +258,8 @@ def _read_phase(sources, writer: StoreWriter, exclusions: Exclusions, on_error: 
                 progress: bool) -> _Kept:
     import ray
 
-    read = ray.remote(num_cpus=1)(_read_batch)
+    # SPREAD: the tasks go to every node of the cluster rather than filling the driver's node first.
+    read = ray.remote(num_cpus=1, scheduling_strategy="SPREAD")(_read_batch)
     sources_ref = ray.put(sources)  # once into the object store, not once per task
     batches = _batches(sources, records_per_task)
     refs = [read.remote(sources_ref, jobs, batch_dir, b) for b, jobs in enumerate(batches)]
@@ -323,7 +324,7 @@ def _write_phase(writer: StoreWriter, batch_dir: str, kept: _Kept, cpus: float, 
     chunk = writer.chunk_samples
     n_chunks = math.ceil(total / chunk)
     chunks_per_task = chunks_per_task or _per_task(n_chunks, cpus, per_cpu=4, low=1, high=16)
-    write = ray.remote(num_cpus=1)(_write_chunks)
+    write = ray.remote(num_cpus=1, scheduling_strategy="SPREAD")(_write_chunks)
     refs, chunks_of = [], {}
     for first_chunk in range(0, n_chunks, chunks_per_task):
         stop_chunk = min(first_chunk + chunks_per_task, n_chunks)

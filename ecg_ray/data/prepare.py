@@ -116,26 +116,18 @@ def prepare_store(
     overwrite: bool = False,
     progress: bool = True,
     inputs: list[str | Path] | None = None,
-    use_ray: bool = False,
 ) -> dict:
     """Read all sources into a new store at ``out``; returns its manifest.
 
     ``overwrite`` replaces only a complete ecg_ray store that holds no input: neither a source path
     (from the sources' ``describe()``), nor the PTB-XL database of ``exclusions``, nor ``inputs``
     (other files the caller read, e.g. a patient list). That is checked before anything is read.
-    ``use_ray`` reads and writes in Ray tasks across the cluster (``ecg_ray.data.parallel_prepare``;
-    ``workers`` is then unused): the store is bit-identical to the process pool's.
+    The Ray path across a cluster is ``ecg_ray.data.parallel_prepare.prepare_on_ray`` (same
+    arguments but ``workers``), which writes a bit-identical store.
     """
     exclusions = exclusions or Exclusions()
     all_inputs = check_prepare_request(sources, out, fs=fs, on_error=on_error, exclusions=exclusions,
                                        overwrite=overwrite, inputs=inputs)
-    if use_ray:
-        from ecg_ray.data.parallel_prepare import prepare_on_ray
-
-        manifest, _ = prepare_on_ray(sources, out, fs=fs, on_error=on_error, exclusions=exclusions,
-                                     chunk_samples=chunk_samples, codec=codec, overwrite=overwrite,
-                                     progress=progress, inputs=all_inputs)
-        return manifest
     workers = workers if workers is not None else min(4, os.cpu_count() or 1)
     total = sum(len(s.refs()) for s in sources)
     source_of_kind = {id(s): s for s in sources}
