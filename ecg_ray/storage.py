@@ -235,6 +235,45 @@ def read_parquet(location: str | os.PathLike):
         raise StorageError(f"{normalize(location)}: cannot read ({exc})") from None
 
 
+def upload_file(local: str | os.PathLike, location: str | os.PathLike) -> None:
+    """Copy one local file to a location, streamed in 16 MiB blocks (an object appears when complete)."""
+    fs, path = filesystem(location)
+    try:
+        with open(local, "rb") as src, fs.open_output_stream(path) as dst:
+            for block in iter(lambda: src.read(1 << 24), b""):
+                dst.write(block)
+    except OSError as exc:
+        raise StorageError(f"{normalize(location)}: cannot upload ({exc})") from None
+
+
+def write_blocks(blocks, location: str | os.PathLike) -> None:
+    """Write a file from an iterable of byte blocks; on an object store the object appears when complete.
+
+    Local files go through a temporary name and a rename, so a retried writer never leaves a half-written file.
+    """
+    location = normalize(location)
+    if not is_uri(location):
+        path = Path(location)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+        try:
+            # No mkdir: a writer whose directory was removed (an aborted run) fails instead of recreating it.
+            with open(tmp, "wb") as f:
+                for block in blocks:
+                    f.write(block)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return
+    fs, path = filesystem(location)
+    try:
+        with fs.open_output_stream(path) as f:
+            for block in blocks:
+                f.write(block)
+    except OSError as exc:
+        raise StorageError(f"{location}: cannot write ({exc})") from None
+
+
 def upload_dir(local: str | os.PathLike, location: str | os.PathLike, last: tuple[str, ...] = (),
                progress: bool = False, threads: int = 8) -> None:
     """Copy a local directory tree to a location; files named in ``last`` are copied after all others.
@@ -273,6 +312,49 @@ def upload_dir(local: str | os.PathLike, location: str | os.PathLike, last: tupl
             copy(path)
     finally:
         bar.close()
+
+
+def read_range(location: str | os.PathLike, offset: int, nbytes: int) -> bytes:
+    """``nbytes`` bytes of a file from ``offset`` (one ranged GET on an object store)."""
+    fs, path = filesystem(location)
+    try:
+        with fs.open_input_file(path) as f:
+            data = f.read_at(nbytes, offset)
+    except FileNotFoundError:
+        raise StorageError(f"{normalize(location)}: not found") from None
+    except OSError as exc:
+        raise StorageError(f"{normalize(location)}: cannot read ({exc})") from None
+    if len(data) != nbytes:
+        raise StorageError(f"{normalize(location)}: {len(data)} bytes at {offset}, expected {nbytes} (truncated?)")
+    return data
+
+
+def copy_files(pairs: list[tuple[str, str]], *, threads: int = 32, progress: bool = False,
+               desc: str = "copy") -> None:
+    """Copy files within one file system: ``(source, destination)`` locations.
+
+    On S3 and GCS each copy is server-side (CopyObject / rewrite): no byte passes through this
+    machine, so ``threads`` concurrent requests cost little here. Re-raises the first failure.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm import tqdm
+
+    if not pairs:
+        return
+    fs, _ = filesystem(pairs[0][0])
+
+    def copy(pair: tuple[str, str]) -> None:
+        source, destination = (filesystem(location)[1] for location in pair)
+        try:
+            fs.copy_file(source, destination)
+        except OSError as exc:
+            raise StorageError(f"{pair[1]}: cannot copy from {pair[0]} ({exc})") from None
+
+    with tqdm(total=len(pairs), unit="file", mininterval=1.0, desc=desc, disable=not progress) as bar, \
+            ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        for _ in pool.map(copy, pairs):
+            bar.update(1)
 
 
 def delete_file(location: str | os.PathLike) -> None:

@@ -20,15 +20,20 @@ tasks around one driver:
 The driver holds per-record metadata and three integers per stored record, never signals. Any
 failure cancels the tasks and removes the staging directory, so an interrupted run leaves nothing
 that opens as a store, and the next run of the same target cleans what a killed one left
-(``ecg_ray.data.staging``). The staging directory must be visible to every node: a local
-``--out`` on a file system all nodes mount (a task on a node that cannot see it stops the run,
-naming the node). A cloud ``--out`` is staged on the driver's disk as in the pool path, which
-is visible to a single-node cluster only.
+(``ecg_ray.data.staging``).
+
+Where the tasks write: a local ``--out`` is staged in its usual staging directory, which must be on
+a file system every node mounts (a task on a node that cannot see it stops the run, naming the
+node). A cloud ``--out`` is staged in a prefix beside the target (``PARENT/.NAME.partial-XXXXXXXX/``):
+read tasks PUT their batch files there, write tasks fetch the rows they need with ranged GETs and
+PUT the chunk files there, and ``finalize`` copies the chunks into place server-side (no chunk byte
+passes through the driver), uploads the tables and writes the manifest last. The driver's disk
+holds only the tables. The copy costs one request per chunk file (6 MiB each by default) and keeps
+the old store readable until the new one is complete.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import os
@@ -36,25 +41,21 @@ import shutil
 import time
 from array import array
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from ecg_ray import storage
-from ecg_ray.data.prepare import Exclusions, check_prepare_request, finalize_store, log_unmapped, read_one
-from ecg_ray.data.signal import CANONICAL_LEADS
+from ecg_ray.data.prepare import Exclusions, check_prepare_request, finalize_store, log_unmapped
+from ecg_ray.data.prepare_tasks import BATCH_DIR, ReadBatch, read_batch, write_chunks
 from ecg_ray.data.sources.base import SkippedRecord, Source
-from ecg_ray.data.store import DEFAULT_CHUNK_SAMPLES, DEFAULT_CODEC
+from ecg_ray.data.store import DEFAULT_CHUNK_SAMPLES, DEFAULT_CODEC, SIGNALS
 from ecg_ray.data.store_writer import StoreWriter
-from ecg_ray.errors import EcgRayError, RecordError, StoreError
+from ecg_ray.errors import EcgRayError, RecordError
 
 logger = logging.getLogger(__name__)
-
-#: staged batch files live here, inside the store's staging directory, until the write phase ends
-BATCH_DIR = ".read-batches"
-_LEADS = len(CANONICAL_LEADS)
 
 
 @dataclass
@@ -67,15 +68,6 @@ class RayPrepareStats:
     write_nodes: Counter = field(default_factory=Counter)
     read_seconds: float = 0.0
     write_seconds: float = 0.0
-
-
-@dataclass
-class _ReadBatch:
-    """What a read task returns: per ref, ``(source index, SkippedRecord)`` or
-    ``(source index, (record without signal, length, start in the batch file, extra labels))``."""
-
-    entries: list
-    node: str
 
 
 def connect_ray() -> None:
@@ -95,88 +87,6 @@ def ray_wanted(flag: bool) -> bool:
     """``--ray``, or RAY_ADDRESS naming a cluster (not "local", which starts a fresh one-node instance)."""
     address = os.environ.get("RAY_ADDRESS", "").strip()
     return flag or bool(address and address != "local")
-
-
-def _node_id() -> str:
-    import ray
-
-    return ray.get_runtime_context().get_node_id()
-
-
-def _batch_file(batch_dir: str, batch: int) -> str:
-    return os.path.join(batch_dir, f"{batch:08d}.f32")
-
-
-def _read_batch(sources: list[Source], jobs: list[tuple[int, object]], batch_dir: str, batch: int) -> _ReadBatch:
-    """Read task: read ``jobs`` in order, stage their signals in one file, return metadata only."""
-    node = _node_id()
-    if not os.path.isdir(batch_dir):
-        raise StoreError(f"{batch_dir}: the staging directory is not visible on Ray node {node}; "
-                         "prepare --ray needs an --out on a file system every node mounts")
-    entries, signals, start = [], [], 0
-    for source_index, ref in jobs:
-        source = sources[source_index]
-        result = read_one((source, ref))
-        if isinstance(result, SkippedRecord):
-            entries.append((source_index, result))
-            continue
-        length = int(result.signal.shape[0])
-        signals.append(np.ascontiguousarray(result.signal, dtype="<f4"))
-        extra = source.extra_label_columns(result)
-        entries.append((source_index, (replace(result, signal=None), length, start, extra)))
-        start += length
-    if signals:
-        path = _batch_file(batch_dir, batch)
-        # Under a temporary name, then renamed: a retried task never leaves a half-written batch.
-        # Plain open (no mkdir): after an abort removed the staging directory this fails instead
-        # of recreating it.
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "wb") as f:
-            for signal in signals:
-                f.write(signal.tobytes())
-        os.replace(tmp, path)
-    return _ReadBatch(entries, node)
-
-
-def _write_chunks(signals_dir: str, batch_dir: str, first_chunk: int, stop_chunk: int, chunk_samples: int,
-                  total: int, starts: np.ndarray, lengths: np.ndarray, batches: np.ndarray,
-                  batch_starts: np.ndarray) -> tuple[dict[str, str], str]:
-    """Write task: chunks [first_chunk, stop_chunk) from the staged records overlapping them.
-
-    Returns the sha256 of each chunk file it wrote (by path in the store) and its node.
-    """
-    import zarr
-
-    first, stop = first_chunk * chunk_samples, min(stop_chunk * chunk_samples, total)
-    buffer = np.zeros((stop - first, _LEADS), dtype=np.float32)
-    staged: dict[int, np.ndarray] = {}
-    for start, length, batch, batch_start in zip(starts.tolist(), lengths.tolist(), batches.tolist(),
-                                                 batch_starts.tolist(), strict=True):
-        lo, hi = max(start, first), min(start + length, stop)
-        if lo >= hi:
-            continue
-        if batch not in staged:
-            staged[batch] = np.memmap(_batch_file(batch_dir, batch), dtype="<f4", mode="r").reshape(-1, _LEADS)
-        source = staged[batch]
-        buffer[lo - first:hi - first] = source[batch_start + lo - start:batch_start + hi - start]
-    signals = zarr.open_array(signals_dir, mode="r+")
-    # Whole chunks only (the last one ends at the array's end): the same bytes as StoreWriter's appends.
-    signals[first:stop] = buffer
-    checksums = {}
-    for chunk in range(first_chunk, stop_chunk):
-        key = signals.metadata.encode_chunk_key((chunk, 0))
-        path = os.path.join(signals_dir, *key.split("/"))
-        if os.path.exists(path):  # a chunk equal to the fill value is not written (as in StoreWriter)
-            checksums[f"{Path(signals_dir).name}/{key}"] = _sha256(path)
-    return checksums, _node_id()
-
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _batches(sources: list[Source], records_per_task: int) -> list[list[tuple[int, object]]]:
@@ -225,13 +135,23 @@ def prepare_on_ray(
     stats = RayPrepareStats()
     in_flight: list = []
     try:
-        batch_dir = writer.tmp / BATCH_DIR
-        batch_dir.mkdir()
-        kept = _read_phase(sources, writer, exclusions, on_error, str(batch_dir), records_per_task, total_refs,
+        if writer.remote:
+            # Batch files and chunk files go to a staging prefix beside the cloud target: every node
+            # reaches it, and no machine holds the store (the driver's disk gets only the tables).
+            prefix = writer.stage_chunks_remotely()
+            batch_dir, signals_location = storage.join(prefix, BATCH_DIR), storage.join(prefix, SIGNALS)
+        else:
+            batch_dir, signals_location = str(writer.tmp / BATCH_DIR), writer.signals_location
+            os.mkdir(batch_dir)
+        kept = _read_phase(sources, writer, exclusions, on_error, batch_dir, records_per_task, total_refs,
                            stats, in_flight, progress)
-        chunk_sums = _write_phase(writer, str(batch_dir), kept, cpus, chunks_per_task, stats, in_flight, progress)
-        shutil.rmtree(batch_dir)
-        manifest = finalize_store(writer, sources, exclusions, on_error, known_checksums=chunk_sums)
+        writer.record_chunks(_write_phase(writer, signals_location, batch_dir, kept, cpus, chunks_per_task, stats,
+                                          in_flight, progress))
+        if writer.remote:
+            storage.delete_dir(batch_dir)
+        else:
+            shutil.rmtree(batch_dir)
+        manifest = finalize_store(writer, sources, exclusions, on_error)
     except BaseException as exc:
         _cancel(in_flight)
         writer.abort()
@@ -259,13 +179,13 @@ def _read_phase(sources, writer: StoreWriter, exclusions: Exclusions, on_error: 
     import ray
 
     # SPREAD: the tasks go to every node of the cluster rather than filling the driver's node first.
-    read = ray.remote(num_cpus=1, scheduling_strategy="SPREAD")(_read_batch)
+    read = ray.remote(num_cpus=1, scheduling_strategy="SPREAD")(read_batch)
     sources_ref = ray.put(sources)  # once into the object store, not once per task
     batches = _batches(sources, records_per_task)
     refs = [read.remote(sources_ref, jobs, batch_dir, b) for b, jobs in enumerate(batches)]
     in_flight[:] = refs
     batch_of = {ref: b for b, ref in enumerate(refs)}
-    finished: dict[int, _ReadBatch] = {}
+    finished: dict[int, ReadBatch] = {}
     kept = _Kept()
     first_unmapped: dict[str, tuple[str, str, str]] = {}
     next_batch, pending = 0, list(refs)
@@ -308,8 +228,9 @@ def _read_phase(sources, writer: StoreWriter, exclusions: Exclusions, on_error: 
     return kept
 
 
-def _write_phase(writer: StoreWriter, batch_dir: str, kept: _Kept, cpus: float, chunks_per_task: int | None,
-                 stats: RayPrepareStats, in_flight: list, progress: bool) -> dict[str, str]:
+def _write_phase(writer: StoreWriter, signals_location: str, batch_dir: str, kept: _Kept, cpus: float,
+                 chunks_per_task: int | None, stats: RayPrepareStats, in_flight: list,
+                 progress: bool) -> dict[str, tuple[str, int]]:
     import ray
 
     lengths = np.frombuffer(kept.lengths, dtype=np.int64)
@@ -324,18 +245,20 @@ def _write_phase(writer: StoreWriter, batch_dir: str, kept: _Kept, cpus: float, 
     chunk = writer.chunk_samples
     n_chunks = math.ceil(total / chunk)
     chunks_per_task = chunks_per_task or _per_task(n_chunks, cpus, per_cpu=4, low=1, high=16)
-    write = ray.remote(num_cpus=1, scheduling_strategy="SPREAD")(_write_chunks)
+    write = ray.remote(num_cpus=1, scheduling_strategy="SPREAD")(write_chunks)
+    # The array's zarr.json, so that a task encoding chunks for a cloud prefix uses the store's exact metadata.
+    array_metadata = (writer.tmp / SIGNALS / "zarr.json").read_bytes()
     refs, chunks_of = [], {}
     for first_chunk in range(0, n_chunks, chunks_per_task):
         stop_chunk = min(first_chunk + chunks_per_task, n_chunks)
         first, stop = first_chunk * chunk, min(stop_chunk * chunk, total)
         # The records overlapping [first, stop): only their places travel to the task.
         lo, hi = np.searchsorted(ends, first, side="right"), np.searchsorted(starts, stop, side="left")
-        refs.append(write.remote(writer.signals_location, batch_dir, first_chunk, stop_chunk, chunk, total,
+        refs.append(write.remote(signals_location, array_metadata, batch_dir, first_chunk, stop_chunk, chunk, total,
                                  starts[lo:hi], lengths[lo:hi], batches[lo:hi], batch_starts[lo:hi]))
         chunks_of[refs[-1]] = stop_chunk - first_chunk
     in_flight[:] = refs
-    checksums: dict[str, str] = {}
+    checksums: dict[str, tuple[str, int]] = {}
     started = time.perf_counter()
     pending = list(refs)
     with tqdm(total=n_chunks, desc=f"prepare {storage.name(writer.out)} (ray: write)", unit="chunk",

@@ -14,6 +14,12 @@ a small owner file (target, host, PID and that process's start time), and the ne
 
 Staging directories of other targets, of live processes, of other hosts, and cloud staging
 directories without an owner file (their target is unknown) are never touched.
+
+``prepare --ray`` to a cloud target writes its chunks into a staging *prefix* beside the target,
+``PARENT/.NAME.partial-XXXXXXXX/`` (:func:`remote_staging`), whose first object is the same owner
+file. A later prepare of the same target removes it when its owner ran on this host and is gone,
+or when nothing under it changed for :data:`REMOTE_STALE_AFTER_S` (its owner was another machine,
+say a cluster head since replaced, whose processes this host cannot see).
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ OWNER_FILE = ".ecg_ray-owner.json"
 CLOUD_STAGING_PREFIX = "ecg_ray-store-staging-"
 CLOUD_STORE_DIR = "store"
 _SUFFIX = r"[0-9a-f]{8}"
+#: a cloud staging prefix of another host is stale once nothing under it changed for this long
+REMOTE_STALE_AFTER_S = 24 * 3600.0
 # Fallback for "when did this process start" where /proc is unavailable: module import is close to it.
 _IMPORTED_AT = time.time()
 
@@ -88,6 +96,15 @@ def cloud_staging(target: str) -> Path:
     write_owner(directory, target)
     (directory / CLOUD_STORE_DIR).mkdir()
     return directory
+
+
+def remote_staging(target: str) -> str:
+    """A new staging prefix ``PARENT/.NAME.partial-XXXXXXXX`` beside the cloud ``target``, owned by this process."""
+    from ecg_ray import storage
+
+    prefix = storage.join(storage.parent(target), f".{storage.name(target)}.partial-{uuid.uuid4().hex[:8]}")
+    storage.write_text(json.dumps(_owner_record(target)), storage.join(prefix, OWNER_FILE))
+    return prefix
 
 
 def _read_owner(directory: Path) -> dict | None:
@@ -182,13 +199,71 @@ def stale_staging(target: str) -> list[Path]:
     return sorted(c for c in candidates if _is_stale(c, target, started, unmarked_allowed=unmarked_allowed))
 
 
+def _remote_files(prefix: str) -> list:
+    """pyarrow ``FileInfo`` of every object under a prefix (size and modification time)."""
+    import pyarrow.fs as pafs
+
+    from ecg_ray import storage
+
+    fs, path = storage.filesystem(prefix)
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
+    except OSError:
+        return []
+    return [i for i in infos if i.type == pafs.FileType.File]
+
+
+def stale_remote_staging(target: str) -> list[str]:
+    """Cloud staging prefixes of the cloud ``target`` (``prepare --ray``) left by runs that are gone."""
+    from ecg_ray import storage
+
+    pattern = f".{storage.name(target)}.partial-*"
+    try:
+        candidates = storage.list_dirs(storage.parent(target), pattern)
+    except storage.StorageError:
+        return []
+    stale = []
+    for prefix in candidates:
+        if not re.fullmatch(re.escape(f".{storage.name(target)}.partial-") + _SUFFIX, storage.name(prefix)):
+            continue
+        try:
+            owner = json.loads(storage.read_text(storage.join(prefix, OWNER_FILE)))
+        except (storage.StorageError, ValueError):
+            continue  # not marked by ecg_ray: its target is unknown, never touched
+        if not isinstance(owner, dict) or owner.get("target") != target:
+            continue
+        if owner.get("host") == socket.gethostname():
+            try:
+                gone = not _alive(int(owner["pid"]), owner.get("process_start"))
+            except (KeyError, TypeError, ValueError):
+                gone = False
+        else:
+            files = _remote_files(prefix)
+            newest = max((i.mtime.timestamp() for i in files if i.mtime is not None), default=0.0)
+            gone = time.time() - newest > REMOTE_STALE_AFTER_S
+        if gone:
+            stale.append(prefix)
+    return stale
+
+
 def remove_stale_staging(target: str) -> tuple[int, int]:
-    """Remove ``target``'s stale staging directories; logs and returns (how many, bytes freed)."""
+    """Remove ``target``'s stale staging directories (and cloud prefixes); logs and returns (how many, bytes freed)."""
+    from ecg_ray import storage
+
     removed, freed = 0, 0
     for directory in stale_staging(target):
         size = _bytes(directory)
         shutil.rmtree(directory, ignore_errors=True)  # another prepare may be removing it too
         if not os.path.lexists(directory):
+            removed, freed = removed + 1, freed + size
+    if storage.is_uri(target):
+        for prefix in stale_remote_staging(target):
+            size = sum(i.size for i in _remote_files(prefix))
+            try:
+                storage.delete_dir(prefix)
+            except storage.StorageError as exc:
+                logger.warning("could not remove the stale partial store %s: %s", prefix, exc)
+                continue
             removed, freed = removed + 1, freed + size
     if removed:
         logger.warning("removed %d stale partial store(s) of %s from interrupted runs, freed %s",

@@ -35,6 +35,7 @@ from ecg_ray.data.staging import (
     cloud_staging,
     local_staging,
     release,
+    remote_staging,
     remove_stale_staging,
 )
 from ecg_ray.data.store import (
@@ -84,6 +85,11 @@ class StoreWriter:
     #: records per label text a reader kept verbatim (``Record.unmapped_labels``)
     unmapped_labels: Counter = field(default_factory=Counter, init=False)
     unmapped_records: int = field(default=0, init=False)
+    #: ``prepare --ray`` to a cloud target: the staging prefix beside it that holds the chunk files
+    chunk_prefix: str | None = field(default=None, init=False)
+    #: chunk files written by Ray tasks: relative path -> (sha256, bytes), see :meth:`record_chunks`
+    _chunk_files: dict[str, tuple[str, int]] = field(default_factory=dict, init=False)
+    _remote_files: tuple[str, ...] = field(default=(), init=False)
 
     def __post_init__(self):
         self.remote = storage.is_uri(self.out)
@@ -191,6 +197,25 @@ class StoreWriter:
         """Where the staged ``signals`` array lives (a local path): Ray tasks open it there."""
         return str(self.tmp / SIGNALS)
 
+    def stage_chunks_remotely(self) -> str:
+        """Chunk files of a cloud store written by Ray tasks go to a staging prefix beside the target.
+
+        For ``prepare --ray`` to a cloud target: the tasks put each chunk file at
+        ``PREFIX/signals/c/K/0`` (and may stage other files under the prefix); ``finalize`` copies
+        the chunk files into place server-side, after the tables and before the manifest, and the
+        prefix is removed at the end or on ``abort``. The local staging directory then holds only
+        the small files (metadata, tables, manifest). Returns the prefix.
+        """
+        if not self.remote:
+            raise StoreError(f"{self.out}: a local store's chunks are written into its staging directory")
+        self.chunk_prefix = remote_staging(str(self.out))
+        return self.chunk_prefix
+
+    def record_chunks(self, files: dict[str, tuple[str, int]]) -> None:
+        """Chunk files someone else wrote (relative path -> (sha256, bytes)): their checksums are taken
+        as given, and with :meth:`stage_chunks_remotely` they are the files copied into place."""
+        self._chunk_files.update(files)
+
     def finalize(self, *, sources: list[dict], label_names: list[str] | None,
                  label_sets: dict[str, list[str]] | None = None, extra: dict | None = None,
                  known_checksums: dict[str, str] | None = None) -> dict:
@@ -198,6 +223,7 @@ class StoreWriter:
 
         ``known_checksums`` (relative path -> sha256) are taken as given instead of re-reading
         those files: the parallel prepare's write tasks hash the chunks they wrote.
+        So are those of :meth:`record_chunks`, which, when staged remotely, are copied into place.
         """
         self._flush()
         if not self._rows:
@@ -255,11 +281,16 @@ class StoreWriter:
             "label_warnings": self.label_warnings(),
             **(extra or {}),
         }
-        checksums = _checksums(self.tmp, known_checksums or {})
+        known = {**(known_checksums or {}), **{rel: digest for rel, (digest, _) in self._chunk_files.items()}}
+        remote_files = {rel: size for rel, (_, size) in self._chunk_files.items()} if self.chunk_prefix else {}
+        checksums = _checksums(self.tmp, known)
         checksums.pop(OWNER_FILE, None)  # a local staging directory's owner file is dropped before the move
-        manifest["checksums"] = checksums
+        checksums.update({rel: known[rel] for rel in remote_files})
+        manifest["checksums"] = dict(sorted(checksums.items()))
         owner = self.tmp / OWNER_FILE
-        manifest["bytes"] = directory_bytes(self.tmp) - (owner.stat().st_size if owner.exists() else 0)
+        manifest["bytes"] = (directory_bytes(self.tmp) - (owner.stat().st_size if owner.exists() else 0)
+                             + sum(remote_files.values()))
+        self._remote_files = tuple(sorted(remote_files))
         with open(self.tmp / MANIFEST, "w") as f:
             json.dump(manifest, f, indent=1)
             f.flush()
@@ -301,6 +332,11 @@ class StoreWriter:
             storage.delete_file(storage.join(self.out, MANIFEST))
             storage.delete_dir(self.out)
         try:
+            if self._remote_files:
+                # Server-side copies: the chunks never pass through this machine.
+                storage.copy_files([(storage.join(self.chunk_prefix, rel), storage.join(self.out, rel))
+                                    for rel in self._remote_files], progress=self.progress,
+                                   desc=f"copy {storage.name(self.out)} chunks into place")
             storage.upload_dir(self.tmp, self.out, last=(MANIFEST,), progress=self.progress)
         finally:
             self.abort()
@@ -308,6 +344,11 @@ class StoreWriter:
     def abort(self) -> None:
         """Remove the partial store (an interrupted prepare leaves nothing that looks complete)."""
         shutil.rmtree(self._staging, ignore_errors=True)
+        if self.chunk_prefix is not None:
+            try:
+                storage.delete_dir(self.chunk_prefix)
+            except storage.StorageError:
+                pass  # left for the next prepare of this target (its owner file marks it)
 
 
 
