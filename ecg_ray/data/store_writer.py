@@ -27,6 +27,7 @@ from zarr import codecs
 
 import ecg_ray
 from ecg_ray import storage
+from ecg_ray.data.record_rows import RecordRows
 from ecg_ray.data.signal import CANONICAL_LEADS
 from ecg_ray.data.sources.base import Record, SkippedRecord, label_sort_key
 from ecg_ray.data.staging import (
@@ -78,8 +79,8 @@ class StoreWriter:
     progress: bool = False
     #: paths the store is prepared from: ``overwrite`` never replaces a location holding or inside one
     inputs: tuple[str, ...] = ()
-    _rows: list[dict[str, Any]] = field(default_factory=list, init=False)
-    _labels: list[dict[str, int]] = field(default_factory=list, init=False)
+    #: accepted records' rows and label names, compact until finalize (~1.1 kB per record as dicts)
+    _rows: RecordRows = field(default_factory=RecordRows, init=False)
     skipped: list[SkippedRecord] = field(default_factory=list, init=False)
     excluded: Counter = field(default_factory=Counter, init=False)
     #: records per label text a reader kept verbatim (``Record.unmapped_labels``)
@@ -148,10 +149,9 @@ class StoreWriter:
         row = {"id": record.id, "dataset": record.dataset, "file": record.file, "offset": offset,
                "length": length, "fs_original": float(record.fs_original)}
         row.update(record.metadata)
-        self._rows.append(row)
         labels = dict.fromkeys(record.labels, 1)
         labels.update(extra_labels or {})
-        self._labels.append(labels)
+        self._rows.append(row, labels)
         if record.unmapped_labels:
             self.unmapped_labels.update(dict.fromkeys(record.unmapped_labels, 1))
             self.unmapped_records += 1
@@ -231,15 +231,12 @@ class StoreWriter:
             reasons = Counter(s.reason.split(":")[0] for s in self.skipped)
             raise StoreError(f"no usable records: {len(self.skipped)} skipped "
                              f"({dict(reasons) or 'none read'}), {sum(self.excluded.values())} excluded")
-        seen = sorted({name for labels in self._labels for name in labels}, key=label_sort_key)
+        seen = sorted(self._rows.label_names(), key=label_sort_key)
         names = list(label_names) if label_names is not None else [n for n in seen if ":" not in n]
         derived = [n for n in seen if n not in names]
         columns = names + derived
-        label_matrix = np.zeros((len(self._labels), len(columns)), dtype=np.uint8)
+        label_matrix = self._rows.label_matrix(columns)
         index = {n: j for j, n in enumerate(columns)}
-        for i, labels in enumerate(self._labels):
-            for name in labels:
-                label_matrix[i, index[name]] = 1
         sets = {"all": names}
         sets.update(label_sets or {})
         # A view member no record carries still gets a column (all zeros), so every view resolves.
@@ -248,7 +245,7 @@ class StoreWriter:
             columns += missing
             label_matrix = np.concatenate([label_matrix, np.zeros((len(label_matrix), len(missing)), np.uint8)], 1)
 
-        records = pd.DataFrame(self._rows)
+        records = self._rows.frame()
         records.insert(0, "record_index", np.arange(len(records), dtype=np.int64))
         for column in ("patient_id", "id", "dataset", "file"):
             if column in records:
