@@ -13,6 +13,11 @@ bit-identical (every file but the manifest).
 Prints per input ``pool records/s``, ``ray records/s`` and, for the synthetic input (the one of
 any size), ``RESULT prepare ratio=`` (Ray / pool records per second; >= 0.8 wanted where both
 have the same cores).
+
+``--default-threads`` leaves the BLAS/OpenMP thread variables as the environment has them (a user's
+shell) instead of setting them to 1, to measure what the pool's own per-process thread limit
+(``ecg_ray.data.prepare``) is worth; ``--pool-only`` skips the Ray half and prints
+``RESULT prepare pool_records_per_s=`` alone.
 """
 
 from __future__ import annotations
@@ -27,10 +32,12 @@ import time
 from pathlib import Path
 
 # One BLAS/OpenMP thread per process, for both paths, set before numpy loads: Ray sets this in
-# its tasks itself, while pool processes would each start one thread per core and, on 2 cores,
-# run the synthetic reader ~4x slower (measured; see bench/RESULTS.md). Like for like.
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+# its tasks itself and the pool now limits its processes itself (reader_threads.limit_threads), but the
+# driver's own threads count too. Like for like. --default-threads (read here, before numpy loads)
+# leaves the environment as it is, to measure the pool's own limit (bench/RESULTS.md).
+if "--default-threads" not in sys.argv:
+    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -58,6 +65,9 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=3000)
     parser.add_argument("--cpus", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--default-threads", action="store_true",
+                        help="keep the environment's BLAS/OpenMP thread settings (default: 1 thread per process)")
+    parser.add_argument("--pool-only", action="store_true", help="time the process pool only, not Ray")
     args = parser.parse_args()
 
     from ecg_ray.data.prepare import prepare_store
@@ -79,6 +89,11 @@ def main() -> None:
                 work / f"{name}-pool", args.repeats)
             rates[name]["records"] = manifest["records"] + len(manifest["skipped"])
             rates[name]["pool"] = rates[name]["records"] / seconds
+        if args.pool_only:
+            for name, rate in rates.items():
+                print(f"{name}: {rate['records']:.0f} records; pool {rate['pool']:.0f} records/s")
+            print(f"RESULT prepare pool_records_per_s={rates['synthetic']['pool']:.0f}")
+            return
 
         import ray
 

@@ -18,7 +18,7 @@ For each N, ascending, on this machine:
    growth of its private resident memory (``RssAnon``, sampled every 5 ms; the object store's
    shared pages and mapped files are not private) from before the store is opened to the end of
    the epochs, per record; the ``tracemalloc`` peak of opening + planning alone; and the growth of
-   opening the store alone (its tables). Read task: peak private memory of the Ray worker process
+   opening the store alone (the records table's columns it reads at open: offset and length). Read task: peak private memory of the Ray worker process
    running one full-size read task (its second run, after imports and caches), and its pickled size.
 
 The first epoch also verifies every chunk's sha256 in each worker process (``ecg_ray.data.integrity``);
@@ -288,7 +288,7 @@ def phase_open(args) -> dict:
     store = EcgStore(args.store)
     gc.collect()
     return {"open_growth": proc_status("RssAnon") - before, "records": len(store),
-            "pandas_bytes": int(store.records.memory_usage(deep=True).sum())}
+            "held_bytes": store.metadata_bytes()}
 
 
 def run_phase(phase: str, args, store: Path, base: Path, records: int, length: int) -> dict:
@@ -321,7 +321,7 @@ def report(n: int, length: int, build: dict, m: dict) -> None:
     print(f"  driver: private memory +{m['driver_growth'] / 1e6:.0f} MB over {len(m['epochs'])} epochs = "
           f"{m['driver_growth'] / n:.0f} B/record; open + plan traced peak {m['plan_traced_peak'] / 1e6:.0f} MB "
           f"= {m['plan_traced_peak'] / n:.0f} B/record; the opened store's tables alone +{m['open_growth'] / 1e6:.0f} MB "
-          f"= {m['open_growth'] / n:.0f} B/record (its records table: {m['pandas_bytes'] / n:.0f} B/record in pandas)")
+          f"= {m['open_growth'] / n:.0f} B/record (the columns it holds: {m['held_bytes'] / n:.0f} B/record)")
     print(f"  read task ({m['task_rows']:,} crops, {m['task_pickle_bytes'] / 1e3:.0f} kB pickled): peak private "
           f"memory of its worker process {task['peak'] / 1e6:.0f} MB (the block it returns: "
           f"{task['block_bytes'] / 1e6:.0f} MB)")

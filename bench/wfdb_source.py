@@ -8,7 +8,8 @@ Run:  .venv/bin/python bench/wfdb_source.py [--records 1000000] [--scan 20000] [
    of the kept references, in a second untimed listing) and the pickled size of the source (what each reader process receives).
 2. **Scan**: ``--scan`` empty ``.hea`` files in the nested layout, listed by the recursive scan.
 3. **Read rate**: the PTB-XL sample's 500 Hz records (``../shared/data``) rewritten in MIMIC's layout
-   (format 16), each read, checked and resampled to 100 Hz by ``WfdbSource.read`` on one core.
+   (format 16, with ``# Age:`` / ``# Sex:`` header comments, parsed into the age and sex columns), each
+   read, checked and resampled to 100 Hz by ``WfdbSource.read`` on one core.
 
 Prints ``RESULT wfdb_listing records=.. s=.. bytes_per_record=..``, ``RESULT wfdb_scan ..`` and
 ``RESULT wfdb_read records_per_s=..`` (one core).
@@ -100,7 +101,8 @@ def bench_reads(reads: int, work: Path) -> None:
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         wfdb.wrsamp(str(study), fs=source.fs, units=source.units, sig_name=source.sig_name,
                     d_signal=source.d_signal, fmt=["16"] * 12, adc_gain=source.adc_gain,
-                    baseline=source.baseline, write_dir=str((root / path).parent))
+                    baseline=source.baseline, write_dir=str((root / path).parent),
+                    comments=[f"Age: {40 + i % 50}", f"Sex: {('Male', 'Female')[i % 2]}"])
     source = WfdbSource(root, fs_out=100.0)
     refs = source.refs()
     for ref in refs[:3]:
@@ -112,7 +114,10 @@ def bench_reads(reads: int, work: Path) -> None:
             source.read(ref)
     seconds = time.perf_counter() - start
     rate = rounds * len(refs) / seconds
-    lengths = {source.read(refs[0]).signal.shape}
+    first = source.read(refs[0])
+    lengths = {first.signal.shape}
+    if (first.metadata["age"], first.metadata["sex"]) != (40.0, 0):
+        raise SystemExit(f"header age/sex not read: {first.metadata}")
     print(f"read {rounds} x {len(refs)} records (500 Hz, 10 s, format 16 -> 100 Hz {lengths}): "
           f"{rate:.0f} records/s on one core")
     print(f"RESULT wfdb_read records_per_s={rate:.1f}")

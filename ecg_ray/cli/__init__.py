@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--record-list", type=Path, default=None,
                    help="wfdb: CSV with a 'path' column (relative to the directory) listing the records to read, "
                         "e.g. MIMIC-IV-ECG's record_list.csv; other columns become metadata (default: every .hea)")
+    p.add_argument("--dataset", default=None,
+                   help="wfdb: the name in the store's dataset column (default: wfdb); one word without '/'")
     p.add_argument("--layout", choices=("auto", "NTC", "NCT"), default="auto",
                    help="numpy: axis order (N, T, 12) or (N, 12, T)")
     p.add_argument("--exams-csv", type=Path, default=None, help="code15: exams.csv if not beside the HDF5 files")

@@ -6,6 +6,45 @@ import time
 
 from ecg_ray.errors import EcgRayError
 
+# Options that only some source kinds read, by argparse dest. Given to another kind they would do
+# nothing, silently (a --record-list that did not filter anything), so they are refused instead.
+KIND_OPTIONS = {
+    "rate": ("ptbxl",),
+    "fs": ("numpy",),
+    "labels": ("numpy", "wfdb"),
+    "record_list": ("wfdb",),
+    "dataset": ("wfdb",),
+    "layout": ("numpy",),
+    "exams_csv": ("code15",),
+    "records": ("synthetic",),
+    "classes": ("synthetic",),
+    "seed": ("synthetic",),
+}
+
+
+def check_kind_options(args) -> None:
+    """Refuse, in one line and before anything is read, options that ``args.kind`` does not read.
+
+    An option counts as given when its value differs from the parser's default (``--rate 100``
+    with cinc is the default and changes nothing either way).
+    """
+    from ecg_ray.cli import build_parser
+
+    defaults = vars(build_parser().parse_args(["prepare", args.kind, "--out", "unused"]))
+    foreign = [f"--{dest.replace('_', '-')} ({'/'.join(kinds)})" for dest, kinds in KIND_OPTIONS.items()
+               if args.kind not in kinds and getattr(args, dest, defaults[dest]) != defaults[dest]]
+    if foreign:
+        raise EcgRayError(f"prepare {args.kind} does not read {', '.join(foreign)}: remove "
+                          f"{'it' if len(foreign) == 1 else 'them'}")
+    # Two more options that would otherwise be read and then do nothing.
+    if args.ptbxl_db is not None and not args.exclude_ptbxl_folds:
+        raise EcgRayError("--ptbxl-db is only read for --exclude-ptbxl-folds: give both, or neither")
+    from ecg_ray.data.parallel_prepare import ray_wanted
+
+    if args.workers is not None and ray_wanted(args.ray):
+        raise EcgRayError("--workers sizes the local process pool, but this prepare runs in Ray tasks (--ray, or "
+                          "RAY_ADDRESS naming a cluster), one per CPU of the cluster: remove --workers")
+
 
 def _make_sources(args) -> list:
     kind, src = args.kind, list(args.src)
@@ -47,7 +86,8 @@ def _make_sources(args) -> list:
 
         if len(src) != 1:
             raise EcgRayError("prepare wfdb takes exactly one directory")
-        return [WfdbSource(src[0], record_list=args.record_list, labels_csv=args.labels, fs_out=args.target_fs)]
+        return [WfdbSource(src[0], record_list=args.record_list, labels_csv=args.labels, fs_out=args.target_fs,
+                           dataset=args.dataset if args.dataset is not None else "wfdb")]
     raise EcgRayError(f"unknown source kind {kind}")
 
 
@@ -63,7 +103,13 @@ def cmd_prepare(args) -> dict:
     from ecg_ray.data.store import DEFAULT_CHUNK_SAMPLES, DEFAULT_CODEC, EcgStore
     from ecg_ray.overwrite import check_store_target
 
-    # First, before any input is read: a refused --out (or --overwrite) costs nothing.
+    # First, before any input is read: options the source kind does not read, a refused --out (or
+    # --overwrite), a bad --dataset name cost nothing.
+    check_kind_options(args)
+    if args.dataset is not None:
+        from ecg_ray.data.sources.wfdb_dir import check_dataset_name
+
+        check_dataset_name(args.dataset)
     check_store_target(args.out, inputs=_prepare_inputs(args), overwrite=args.overwrite)
     patients = set()
     if args.exclude_patients is not None:

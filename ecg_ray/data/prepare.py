@@ -21,6 +21,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from ecg_ray import storage
+from ecg_ray.data.reader_threads import limit_threads
 from ecg_ray.data.sources.base import Record, SkippedRecord, Source
 from ecg_ray.data.store import DEFAULT_CHUNK_SAMPLES, DEFAULT_CODEC
 from ecg_ray.data.store_writer import StoreWriter
@@ -138,7 +139,9 @@ def prepare_store(
         if workers > 1:
             # fork is cheap and sources are plain objects; spawn would re-import torch in workers.
             ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-            pool = ctx.Pool(workers)
+            # One BLAS/OpenMP thread per reader process, as Ray gives its tasks: otherwise each of the
+            # `workers` processes runs one thread per core and they fight over the cores (bench/RESULTS.md).
+            pool = ctx.Pool(workers, initializer=limit_threads, initargs=(1,))
             results = pool.imap(read_one, _jobs(sources), chunksize=8)
         else:
             results = map(read_one, _jobs(sources))

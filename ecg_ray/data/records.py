@@ -36,8 +36,8 @@ def read_records(store: EcgStore, indices: np.ndarray, max_span: int | None = No
     if len(indices) == 0:
         return []
     max_span = max_span or 2 * int(store.manifest.get("chunk_samples", 131_072))
-    offsets_all = store.records["offset"].to_numpy(np.int64)
-    lengths_all = store.records["length"].to_numpy(np.int64)
+    offsets_all = store.column("offset").astype(np.int64, copy=False)
+    lengths_all = store.column("length").astype(np.int64, copy=False)
     order = np.argsort(offsets_all[indices], kind="stable")
     offsets, lengths = offsets_all[indices[order]], lengths_all[indices[order]]
     out: list[np.ndarray | None] = [None] * len(indices)

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from ecg_ray.data.store import EcgStore
 from ecg_ray.errors import ConfigError
@@ -73,18 +74,22 @@ def select_records(
     label_set: str = "all",
     seed: int = 0,
 ) -> np.ndarray:
-    """Sorted record indices after fold / dataset filters and a stratified label fraction."""
-    records = store.records
-    keep = np.ones(len(records), dtype=bool)
+    """Sorted record indices after fold / dataset filters and a stratified label fraction.
+
+    Reads only the columns it filters on (``fold``, ``dataset``), never the whole records table.
+    """
+    keep = np.ones(len(store), dtype=bool)
     if folds:
-        if "fold" not in records:
+        if not store.has_column("fold"):
             raise ConfigError(f"store {store.path} has no folds; remove data.folds")
-        keep &= records["fold"].isin([int(f) for f in folds]).to_numpy()
+        keep &= pd.Series(store.column("fold"), copy=False).isin([int(f) for f in folds]).to_numpy()
     if datasets:
-        unknown = sorted(set(datasets) - set(records["dataset"].unique()))
+        dataset = pd.Series(store.column("dataset"), copy=False)
+        present = sorted(str(d) for d in dataset.unique())
+        unknown = sorted(set(datasets) - set(present))
         if unknown:
-            raise ConfigError(f"data.datasets: {unknown} not in store (has {sorted(records['dataset'].unique())})")
-        keep &= records["dataset"].isin(list(datasets)).to_numpy()
+            raise ConfigError(f"data.datasets: {unknown} not in store (has {present})")
+        keep &= dataset.isin(list(datasets)).to_numpy()
     indices = np.flatnonzero(keep)
     if label_fraction < 1.0:
         labels = store.label_matrix(label_set)[indices]
@@ -99,8 +104,10 @@ def split_too_short(store: EcgStore, indices: np.ndarray, min_length: int) -> tu
     cannot cut a crop from.
     """
     indices = np.asarray(indices)
-    short = store.records["length"].to_numpy()[indices] < min_length
-    return indices[~short], store.records["id"].to_numpy()[indices[short]].astype(str).tolist()
+    short = store.column("length")[indices] < min_length
+    # Ids only for the messages: read for the short records alone, the column is not kept.
+    ids = [str(i) for i in store.take("id", indices[short])] if short.any() else []
+    return indices[~short], ids
 
 
 def too_short_summary(ids: list[str], min_length: int, fs: float, first: int = 10) -> dict:

@@ -247,7 +247,7 @@ def auto_shuffle_block(store: EcgStore, indices: np.ndarray | None = None,
     """
     if raw_chunk_layout(str(store.path)) is not None:
         return 1
-    lengths = store.records["length"].to_numpy()
+    lengths = store.column("length")
     lengths = lengths if indices is None or len(indices) == 0 else lengths[indices]
     if len(lengths) == 0:
         return 1
@@ -320,8 +320,8 @@ def train_crops(store: EcgStore | str | Path | list[StorePart], indices: np.ndar
     lengths = np.empty(len(plan.indices), dtype=np.int64)
     for k, part in enumerate(parts):
         mine = plan.part_ids == k
-        offsets[mine] = part.store.records["offset"].to_numpy()[plan.indices[mine]]
-        lengths[mine] = part.store.records["length"].to_numpy()[plan.indices[mine]]
+        offsets[mine] = part.store.column("offset")[plan.indices[mine]]
+        lengths[mine] = part.store.column("length")[plan.indices[mine]]
     labels = parts[0].store.label_matrix(label_set)[plan.indices] if with_labels else None
     chunks = tuple(raw_chunk_layout(str(p.store.path)) for p in parts)
     # Memory maps for small stores whose chunks are at least a crop long (a crop then spans <= 2 chunks).
@@ -355,8 +355,8 @@ def eval_windows(store: EcgStore | str | Path, indices: np.ndarray | None = None
                        len(too_short), window, too_short[:5], " ..." if len(too_short) > 5 else "")
     if len(indices) == 0:
         raise ConfigError(f"no records of at least {window} samples to stream from {store.path}")
-    offsets = store.records["offset"].to_numpy()[indices]
-    lengths = store.records["length"].to_numpy()[indices]
+    offsets = store.column("offset")[indices]
+    lengths = store.column("length")[indices]
     labels = store.label_matrix(label_set)[indices] if with_labels else None
     if records_per_task is None:
         records_per_task = auto_records_per_task(window, float(np.median((lengths - window) // stride + 1)))

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import pandas as pd
+
 from ecg_ray.config import Config
 from ecg_ray.data.store import EcgStore
 from ecg_ray.errors import ConfigError
@@ -35,10 +37,9 @@ def check_folds(store: EcgStore, folds: Sequence[int] | None, key: str) -> None:
     """Raise ConfigError when ``folds`` (the setting ``key``) selects no record of ``store``."""
     if not folds:
         return  # null / []: every record (or the caller's own "folds required" message)
-    records = store.records
-    if "fold" not in records:
+    if not store.has_column("fold"):
         raise ConfigError(f"{key}={list(folds)}: store {store.path} has no folds; set {key}=null")
-    present = sorted({int(f) for f in records["fold"].dropna().unique()})
+    present = sorted({int(f) for f in pd.unique(store.column("fold")) if not pd.isna(f)})
     if not set(int(f) for f in folds) & set(present):
         raise ConfigError(f"{key}: no records in folds {list(folds)} of {store.path} "
                           f"(folds present: {fold_ranges(present) or 'none'})")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ecg_ray.data.signal import standardize
 from ecg_ray.data.sources.base import Record, Source, label_sort_key, stable_fold
-from ecg_ray.data.sources.wfdb_io import read_wfdb
+from ecg_ray.data.sources.wfdb_io import header_demographics, parse_comments, read_wfdb
 from ecg_ray.errors import RecordError, SourceError
 
 # Id prefix -> dataset name, longest prefix first. PTB-XL records are "HR<ecg_id>".
@@ -91,16 +91,6 @@ def parse_dx(value: str) -> tuple[list[str], list[str]]:
     return sorted(set(labels), key=label_sort_key), unmapped
 
 
-def parse_comments(comments: list[str]) -> dict[str, str]:
-    """``# Key: value`` header comment lines as a dict (keys lower-case)."""
-    out = {}
-    for line in comments:
-        match = re.match(r"\s*#?\s*([A-Za-z]+)\s*:\s*(.*)$", line)
-        if match:
-            out[match.group(1).lower()] = match.group(2).strip()
-    return out
-
-
 class CincSource(Source):
     """Reader for one or more CinC-format directory trees."""
 
@@ -135,14 +125,11 @@ class CincSource(Source):
             raise RecordError(record_id, header_file, "empty label set (no '# Dx:' codes)")
         signal = standardize(raw, fs, leads, self.fs_out, record_id, header_file)
         dataset = dataset_of(record_id)
-        age = info.get("age", "")
-        sex = info.get("sex", "").lower()
         ecg_id = ptbxl_ecg_id(record_id)
         metadata = {
             "fold": stable_fold(f"{dataset}/{record_id}"),
             "patient_id": record_id,
-            "age": float(age) if _is_number(age) else float("nan"),
-            "sex": {"male": 0, "m": 0, "female": 1, "f": 1}.get(sex, -1),
+            **header_demographics(info),
             "ptbxl_ecg_id": ecg_id if ecg_id is not None else -1,
         }
         return Record(id=record_id, dataset=dataset, file=header_file, signal=signal, fs=self.fs_out,
@@ -153,11 +140,3 @@ class CincSource(Source):
 
     def describe(self) -> dict:
         return {"kind": self.kind, "path": [str(r) for r in self.roots]}
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False

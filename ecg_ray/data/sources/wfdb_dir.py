@@ -30,6 +30,16 @@ on a ``path`` column (relative path, as in the record list) when it has one, els
 would claim it negative for everything); rows that match no record are counted in the manifest's
 source entry and logged.
 
+Age and sex: from the header comments when present (``# Age: 54``, ``# Sex: Female``/``M``, or
+``# <age>: 54 <sex>: F``; :func:`~ecg_ray.data.sources.wfdb_io.parse_comments`), as the ``age``
+(float years) and ``sex`` (0 male, 1 female) columns that the PTB-XL and CinC readers write; a
+header without them gives NaN and -1, never an error. A record-list or labels-CSV column named
+``age`` or ``sex`` wins over the headers, cell for cell as the CSV has it (an empty cell stays
+empty: one column keeps one type).
+
+Dataset: every record's ``dataset`` column is ``dataset`` (``--dataset``, default ``wfdb``), the
+name exclusions (``--exclude-datasets``) and the store's per-dataset counts use.
+
 Multi-segment records are refused per record with the reason (``read_wfdb``).
 
 Scale: the per-record facts (path, id, patient, fold, labels, metadata) travel in each reference,
@@ -50,7 +60,7 @@ import pandas as pd
 from ecg_ray.data.signal import standardize
 from ecg_ray.data.sources.base import Record, Source, stable_fold
 from ecg_ray.data.sources.label_table import LabelTable, load_csv, plain, read_label_table, unique_text
-from ecg_ray.data.sources.wfdb_io import read_wfdb
+from ecg_ray.data.sources.wfdb_io import header_demographics, parse_comments, read_wfdb
 from ecg_ray.errors import RecordError, SourceError
 
 logger = logging.getLogger(__name__)
@@ -107,12 +117,12 @@ class WfdbSource(Source):
     def __init__(self, root: str | Path, record_list: str | Path | None = None,
                  labels_csv: str | Path | None = None, fs_out: float = 100.0, dataset: str = "wfdb"):
         super().__init__(fs_out)
+        self.dataset = check_dataset_name(dataset)
         self.root = Path(root)
         if not self.root.is_dir():
             raise SourceError(f"{self.root}: not a directory")
         self.record_list = Path(record_list) if record_list is not None else None
         self.labels_csv = Path(labels_csv) if labels_csv is not None else None
-        self.dataset = str(dataset)
         self._label_names: list[str] | None = None
         self.unmatched_label_rows = 0
         self._columns: tuple[str, ...] = ()
@@ -172,7 +182,8 @@ class WfdbSource(Source):
         clash = sorted((set(table.columns) - {"path"}) & _STORE_COLUMNS)
         if clash:
             raise SourceError(f"{csv}: column(s) {clash} would replace the store's own record columns; rename "
-                              "them (patient ids and folds come from --labels patient_id/fold columns)")
+                              "them (patient ids and folds come from --labels patient_id/fold columns, the "
+                              "dataset name from --dataset)")
         listed = {str(c): [plain(v) for v in table[c]] for c in table.columns if c != "path"}
         return paths, listed
 
@@ -230,9 +241,11 @@ class WfdbSource(Source):
         header_file = self._header_file(ref)
         if ref.problem is not None:
             raise RecordError(ref.id, header_file, ref.problem)
-        raw, fs, leads, _ = read_wfdb(self.root / ref.path, ref.id)
+        raw, fs, leads, comments = read_wfdb(self.root / ref.path, ref.id)
         signal = standardize(raw, fs, leads, self.fs_out, ref.id, header_file)
+        # Header age/sex first, so that record-list / labels-CSV columns of the same name replace them.
         metadata = {"fold": ref.fold, "patient_id": ref.patient_id, "path": ref.path,
+                    **header_demographics(parse_comments(comments)),
                     **dict(zip(self._columns, ref.metadata, strict=True))}
         return Record(id=ref.id, dataset=self.dataset, file=header_file, signal=signal, fs=self.fs_out,
                       fs_original=fs, labels=list(ref.labels), metadata=metadata)
@@ -245,6 +258,20 @@ class WfdbSource(Source):
                 "record_list": str(self.record_list) if self.record_list is not None else None,
                 "labels_csv": str(self.labels_csv) if self.labels_csv is not None else None,
                 "labels_unmatched_rows": self.unmatched_label_rows}
+
+
+def check_dataset_name(name: str) -> str:
+    """A ``dataset`` value as given; SourceError for an empty name or one with '/', '\\', ',' or spaces.
+
+    The name is a column value, an ``--exclude-datasets`` entry (comma-separated, spaces dropped)
+    and a key of the store's per-dataset counts, so it must be one plain token.
+    """
+    name = str(name)
+    if not name.strip():
+        raise SourceError("--dataset must be a non-empty name")
+    if not name.isprintable() or any(c.isspace() or c in "/\\," for c in name):
+        raise SourceError(f"--dataset {name!r}: use one word, without '/', '\\', ',' or spaces")
+    return name
 
 
 def _text(value: Any) -> str | None:

@@ -4,16 +4,33 @@ PTB-XL and the PhysioNet/CinC challenges both ship WFDB records. Their headers c
 signal length, ADC gain, baseline, initial values and a per-lead checksum, so a corrupt or
 truncated data file, or a header that disagrees with its data, is detected here rather than
 silently stored.
+
+Header comments carry per-record facts in two spellings: ``# Age: 54`` / ``# Sex: Female`` (PTB-XL,
+the CinC challenges) and ``# <age>: 65 <sex>: M <diagnoses> ...`` (INCART, several older PhysioNet
+databases, several keys on one line). :func:`parse_comments` reads both; :func:`header_demographics`
+turns age and sex into the store's columns, coded as every reader codes them.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import wfdb
 
 from ecg_ray.errors import RecordError
+
+# "Key: value" (one per line) and "<key>: value <key2>: value" (several per line, colon optional).
+_PLAIN_COMMENT = re.compile(r"\s*#?\s*([A-Za-z]+)\s*:\s*(.*)$")
+_BRACKETED_COMMENT = re.compile(r"<\s*([A-Za-z][A-Za-z _-]*?)\s*>\s*:?\s*([^<]*)")
+# An age as headers write it: "54", "54.5", "54 years", "54y"; anything else (NaN, Unknown, ?) is missing.
+_AGE = re.compile(r"(\d+(?:\.\d+)?)\s*(?:y|yr|yrs|years?)?", re.IGNORECASE)
+# PTB-XL's coding, used by every reader's ``sex`` column: 0 male, 1 female, -1 unknown.
+SEX_CODES = {"male": 0, "m": 0, "female": 1, "f": 1}
+UNKNOWN_SEX = -1
 
 # Scale factors to millivolts for the units seen in WFDB headers.
 _TO_MV = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "v": 1e3, "nu": 1.0, "": 1.0}
@@ -74,6 +91,36 @@ def read_wfdb(record_path: str | Path, record_id: str) -> tuple[np.ndarray, floa
         scale.append(factor)
     signal = (digital - np.asarray(record.baseline, dtype=np.float64)) / gains * np.asarray(scale)
     return signal, float(record.fs), list(record.sig_name), list(record.comments or [])
+
+
+def parse_comments(comments: list[str]) -> dict[str, str]:
+    """Header comment lines as ``{key: value}`` (keys lower-case, values stripped).
+
+    ``Age: 54`` and ``<age>: 54 <sex>: M`` give the same keys; for a key given twice the last wins.
+    """
+    out: dict[str, str] = {}
+    for line in comments:
+        pairs = _BRACKETED_COMMENT.findall(line)
+        if not pairs:
+            match = _PLAIN_COMMENT.match(line)
+            pairs = [match.groups()] if match else []
+        for key, value in pairs:
+            out[key.strip().lower()] = value.strip()
+    return out
+
+
+def header_demographics(info: dict[str, str]) -> dict[str, Any]:
+    """``age`` (float years, NaN when absent or unreadable) and ``sex`` (0/1, -1 unknown) of parsed comments."""
+    return {"age": parse_age(info.get("age", "")), "sex": SEX_CODES.get(info.get("sex", "").strip().lower(),
+                                                                         UNKNOWN_SEX)}
+
+
+def parse_age(text: str) -> float:
+    """Years as a float; NaN for "NaN", "Unknown", negative or empty ages (never an error)."""
+    match = _AGE.fullmatch(text.strip())
+    if match is None:
+        return math.nan
+    return float(match.group(1))
 
 
 def _check_against_header(record, digital: np.ndarray, record_id: str, data_file: str) -> None:

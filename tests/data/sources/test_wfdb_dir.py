@@ -316,3 +316,119 @@ def test_cli_exclusions_verify_and_on_error_fail(mimic_tree, flat_tree, tmp_path
     assert err == [f"ecg-ray prepare: error: {flat_tree / 'multi.hea'}: multi-segment record (2 segments) is not "
                    "supported: prepare its segments as single records (record multi)"]
     assert not failed.exists()
+
+
+# -- age and sex from header comments; --dataset ---------------------------------------------------
+
+# (comment lines, age, sex) as headers write them: PTB-XL/CinC style, INCART's bracketed keys on one line,
+# abbreviations, units, and every way of saying "unknown" (which must give NaN / -1, never an error).
+HEADER_DEMOGRAPHICS = [
+    (["Age: 54", "Sex: Female", "Dx: 426783006"], 54.0, 1),
+    (["Age: 71", "Sex: M"], 71.0, 0),
+    (["<age>: 65 <sex>: F <diagnoses> Coronary artery disease, arterial hypertension"], 65.0, 1),
+    (["age: 81", "sex: male"], 81.0, 0),
+    (["Age: 37 years", "Sex:  f "], 37.0, 1),
+    (["Age: NaN", "Sex: Unknown"], np.nan, -1),
+    (["Age: -1", "Sex: ?"], np.nan, -1),
+    (["Recorded at rest"], np.nan, -1),
+    ([], np.nan, -1),
+]
+
+
+def _write_small_tree(root: Path, n_records: int) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """``n_records`` 2 s, 100 Hz, 12-lead records (format 16) under ``root/gNN/``, their comments cycling
+    through HEADER_DEMOGRAPHICS; returns their relative paths and the expected age and sex columns."""
+    rng = np.random.default_rng(7)
+    paths, ages, sexes = [], [], []
+    for i in range(n_records):
+        comments, age, sex = HEADER_DEMOGRAPHICS[i % len(HEADER_DEMOGRAPHICS)]
+        directory = root / f"g{i // 25:02d}"
+        directory.mkdir(parents=True, exist_ok=True)
+        digital = rng.integers(-2000, 2000, size=(200, 12))
+        wfdb.wrsamp(f"r{i:05d}", fs=100, units=["mV"] * 12, sig_name=list(CANONICAL_LEADS), d_signal=digital,
+                    fmt=["16"] * 12, adc_gain=[1000.0] * 12, baseline=[0] * 12, comments=list(comments),
+                    write_dir=str(directory))
+        paths.append(f"{directory.name}/r{i:05d}")
+        ages.append(age)
+        sexes.append(sex)
+    return paths, np.array(ages, dtype=float), np.array(sexes, dtype=np.int64)
+
+
+@pytest.fixture(scope="module")
+def demographics_tree(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demographics")
+    paths, ages, sexes = _write_small_tree(root, 180)
+    return root, paths, ages, sexes
+
+
+def test_comment_parser_reads_both_spellings():
+    from ecg_ray.data.sources.wfdb_io import header_demographics, parse_comments
+
+    assert parse_comments(["<age>: 65 <sex>: M <diagnoses> Coronary artery disease, arterial hypertension"]) == {
+        "age": "65", "sex": "M", "diagnoses": "Coronary artery disease, arterial hypertension"}
+    assert parse_comments(["Age: 54", "Sex: Female", "Dx: 164889003,59118001"]) == {
+        "age": "54", "sex": "Female", "dx": "164889003,59118001"}
+    for comments, age, sex in HEADER_DEMOGRAPHICS:
+        parsed = header_demographics(parse_comments(comments))
+        assert parsed["sex"] == sex and (np.isnan(parsed["age"]) if np.isnan(age) else parsed["age"] == age), comments
+
+
+def test_header_age_and_sex_become_store_columns_in_a_pool(demographics_tree, tmp_path):
+    root, paths, ages, sexes = demographics_tree
+    out = tmp_path / "demo.zarr"
+    prepare_store([WfdbSource(root)], out, workers=2, progress=False)
+    records = EcgStore(out).records
+    assert records["path"].tolist() == paths and len(records) == 180
+    # The same column types as the PTB-XL and CinC readers: float years (NaN unknown), int 0/1 (-1 unknown).
+    assert records["age"].dtype == np.float64 and records["sex"].dtype == np.int64
+    np.testing.assert_array_equal(records["age"].to_numpy(), ages)  # NaN positions must match too
+    np.testing.assert_array_equal(records["sex"].to_numpy(), sexes)
+
+
+def test_wfdb_reader_gives_the_cinc_readers_age_and_sex(cinc_dir):
+    from ecg_ray.data.sources.cinc import CincSource
+
+    cinc = CincSource(cinc_dir)
+    by_cinc = {r.id: r.metadata for r in map(cinc.read, cinc.refs())}
+    wfdb_source = WfdbSource(cinc_dir)
+    by_wfdb = {r.id: r.metadata for r in map(wfdb_source.read, wfdb_source.refs())}
+    assert by_wfdb.keys() == by_cinc.keys() and len(by_cinc) == 50
+    assert {m["sex"] for m in by_cinc.values()} == {0, 1}  # the sample has both, and ages 5-89
+    for record_id, metadata in by_cinc.items():
+        assert by_wfdb[record_id]["sex"] == metadata["sex"]
+        np.testing.assert_equal(by_wfdb[record_id]["age"], metadata["age"])
+
+
+def test_record_list_age_and_sex_columns_win_over_the_headers(demographics_tree, tmp_path):
+    root, paths, ages, sexes = demographics_tree
+    listed_age = [float(30 + i % 50) if i % 4 else np.nan for i in range(len(paths))]  # every 4th cell empty
+    listed_sex = ["F" if i % 2 else "M" for i in range(len(paths))]
+    pd.DataFrame({"path": paths, "age": listed_age, "sex": listed_sex}).to_csv(tmp_path / "list.csv", index=False)
+    out = tmp_path / "listed.zarr"
+    prepare_store([WfdbSource(root, record_list=tmp_path / "list.csv")], out, workers=2, progress=False)
+    records = EcgStore(out).records
+    # Cell for cell as the CSV has it, an empty cell included (no fall-back to the header: one column, one type).
+    np.testing.assert_array_equal(records["age"].to_numpy(), np.array(listed_age))
+    assert records["sex"].tolist() == listed_sex
+    assert not np.array_equal(records["age"].to_numpy(), ages, equal_nan=True)  # the headers did say otherwise
+
+
+def test_cli_dataset_names_the_records_and_bad_names_are_refused_first(demographics_tree, tmp_path, capsys):
+    from ecg_ray.cli import main
+
+    root, paths, _, _ = demographics_tree
+    out = tmp_path / "named.zarr"
+    summary = run_json(capsys, "prepare", "wfdb", root, "--dataset", "hr-2020", "--out", out, "--workers", "2",
+                       "--no-progress")
+    assert summary["per_dataset"] == {"hr-2020": 180}
+    assert set(EcgStore(out).records["dataset"]) == {"hr-2020"}
+    # Refused in one line before anything is read: the directory does not even exist.
+    for name, message in (("", "--dataset must be a non-empty name"),
+                          ("a/b", "--dataset 'a/b': use one word, without '/', '\\', ',' or spaces"),
+                          ("my data", "--dataset 'my data': use one word, without '/', '\\', ',' or spaces")):
+        assert main(["prepare", "wfdb", str(tmp_path / "absent"), "--dataset", name,
+                     "--out", str(tmp_path / "s")]) == 2
+        assert capsys.readouterr().err.strip().splitlines() == [f"ecg-ray prepare: error: {message}"]
+    with pytest.raises(SourceError, match="--dataset must be a non-empty name"):
+        WfdbSource(root, dataset=" ")
+    assert not (tmp_path / "s").exists()
