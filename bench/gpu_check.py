@@ -39,7 +39,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-METHODS = ("simclr", "byol", "swav", "cpc")
+
+def registered_methods() -> tuple[str, ...]:
+    """Every registered method (ecg_ray.methods registry); each needs its job file jobs/pretrain/<name>.yaml."""
+    from ecg_ray.methods import methods
+
+    return tuple(methods())
 PRECISIONS = ("fp32", "bf16", "fp16")
 BF16_LOSS_TOLERANCE = 0.05
 
@@ -81,12 +86,13 @@ def crops(config, device: torch.device, n: int = 2) -> list[torch.Tensor]:
 
 def time_steps(config, device: torch.device, steps: int, warmup: int) -> dict:
     """samples/s and peak memory of ``steps`` steps after ``warmup`` untimed ones."""
+    from ecg_ray.methods.base import synthetic_batch
     from ecg_ray.train.step import training_step
 
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)
     method, optimizer, scheduler, autocast, scaler = build(config, device, steps + warmup)
-    inputs = crops(config, device)
+    inputs = [synthetic_batch(x, method.batch_fields) for x in crops(config, device)]
     losses = []
     for step in range(warmup + steps):
         if step == warmup:
@@ -103,10 +109,11 @@ def time_steps(config, device: torch.device, steps: int, warmup: int) -> dict:
 
 def sync_free_step(config, device: torch.device) -> str | None:
     """None if a (warm) training step makes no host-device synchronisation; else the error."""
+    from ecg_ray.methods.base import synthetic_batch
     from ecg_ray.train.step import training_step
 
     method, optimizer, scheduler, autocast, scaler = build(config, device, 4)
-    inputs = crops(config, device)
+    inputs = [synthetic_batch(x, method.batch_fields) for x in crops(config, device)]
     training_step(method, method, inputs[0], optimizer, scheduler, autocast, scaler, 1)  # lazy init, caches
     torch.cuda.synchronize(device)
     torch.cuda.set_sync_debug_mode("error")
@@ -171,7 +178,7 @@ def checkpoint_on_cpu(method_name: str, device: torch.device) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--methods", default=",".join(registered_methods()))
     parser.add_argument("--precisions", default=",".join(PRECISIONS))
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)

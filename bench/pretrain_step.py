@@ -49,7 +49,12 @@ PTBXL = ROOT.parent / "shared" / "data" / "ptb-xl-sample"
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-METHODS = ("simclr", "byol", "swav", "cpc")
+
+def registered_methods() -> tuple[str, ...]:
+    """Every registered method (ecg_ray.methods registry); each needs its job file jobs/pretrain/<name>.yaml."""
+    from ecg_ray.methods import methods
+
+    return tuple(methods())
 
 
 def method_config(method: str, store: Path, *, steps: int, epochs: int, threads: int, cpus: float,
@@ -96,6 +101,7 @@ def bench_plain(config, store_path: Path, threads: int) -> dict:
 
     from ecg_ray.data.store import EcgStore
     from ecg_ray.methods import build_method
+    from ecg_ray.methods.base import synthetic_batch
     from ecg_ray.train.pretrain import _epoch_seed
     from ecg_ray.train.step import build_optimization, precision_context, training_step
 
@@ -123,7 +129,8 @@ def bench_plain(config, store_path: Path, threads: int) -> dict:
             loss_sum = torch.zeros((), device=device)
             for x in batches:
                 global_step += 1
-                loss_sum += training_step(method, method, x, optimizer, scheduler, autocast, scaler, global_step)
+                loss_sum += training_step(method, method, synthetic_batch(x, method.batch_fields), optimizer, scheduler,
+                                          autocast, scaler, global_step)
             rates.append(len(batches) * batch / (time.perf_counter() - start))
             losses.append(float(loss_sum / len(batches)))
         return {"rates": rates, "loss": losses}
@@ -166,6 +173,7 @@ def _breakdown_worker(loop_config: dict) -> None:
     from ecg_ray.data.store import EcgStore
     from ecg_ray.data.stream import train_crops
     from ecg_ray.methods import build_method
+    from ecg_ray.methods.base import synthetic_batch
     from ecg_ray.train.pretrain import _epoch_seed, training_records
     from ecg_ray.train.step import build_optimization
 
@@ -206,7 +214,7 @@ def _breakdown_worker(loop_config: dict) -> None:
                 wait += t1 - t0
             if item is None or done >= steps:
                 break
-            loss = method(item["signal"])["loss"]
+            loss = method(synthetic_batch(item["signal"], method.batch_fields))["loss"]
             if not torch.isfinite(loss):
                 raise FloatingPointError("loss is not finite")
             optimizer.zero_grad(set_to_none=True)
@@ -266,7 +274,7 @@ def bench_stream(store_path: Path, batch: int, crop: int, epochs: int = 3) -> fl
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--methods", default=",".join(registered_methods()))
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads on both sides (plain: set_num_threads; ray: train.torch_threads)")
     parser.add_argument("--cpus-per-worker", type=float, default=1.0, help="Ray CPU reservation of the worker")
@@ -294,9 +302,9 @@ def main() -> int:
     order = [o for o in args.order.split(",") if o]
     if set(order) != {"plain", "ray"}:
         parser.error("--order must name both plain and ray (e.g. plain,ray or plain,ray,plain)")
-    unknown = sorted(set(methods) - set(METHODS))
+    unknown = sorted(set(methods) - set(registered_methods()))
     if unknown:
-        parser.error(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
+        parser.error(f"unknown method(s) {unknown}; choose from {', '.join(registered_methods())}")
     if args.epochs < 2:
         parser.error("--epochs must be >= 2 (the first epoch is warm-up)")
 

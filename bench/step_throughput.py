@@ -47,7 +47,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-METHODS = ("simclr", "byol", "swav", "cpc")
+
+def registered_methods() -> tuple[str, ...]:
+    """Every registered method (ecg_ray.methods registry); each needs its job file jobs/pretrain/<name>.yaml."""
+    from ecg_ray.methods import methods
+
+    return tuple(methods())
 ALL_RECORDS_TRAIN = 49_109  # ~54,566 records of the "All" corpus x 9/10 folds
 
 
@@ -71,6 +76,7 @@ def time_steps(config, device, steps: int, warmup: int, fs: float = 100.0) -> di
     import torch
 
     from ecg_ray.methods import build_method
+    from ecg_ray.methods.base import synthetic_batch
     from ecg_ray.train.step import build_optimization, precision_context, training_step
 
     torch.manual_seed(config.seed)
@@ -87,7 +93,7 @@ def time_steps(config, device, steps: int, warmup: int, fs: float = 100.0) -> di
     method.set_generator(generator)
     method.on_epoch_start(0)
     method.train()
-    inputs = [0.3 * torch.randn(batch, 12, crop, device=device) for _ in range(2)]
+    inputs = [synthetic_batch(0.3 * torch.randn(batch, 12, crop, device=device), method.batch_fields) for _ in range(2)]
     losses = []
 
     def sync():
@@ -174,7 +180,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda, cuda:1, ...")
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--methods", default=",".join(registered_methods()))
     parser.add_argument("--precisions", default=None,
                         help="comma-separated; default fp32,bf16,fp16 on cuda and fp32 on cpu (fp32 is "
                              "always measured: it is the baseline)")

@@ -13,6 +13,7 @@ PyYAML's YAML 1.1 resolver would read them as strings.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import re
@@ -80,53 +81,14 @@ class ModelConfig:
 
 
 @dataclass
-class SimCLRConfig:
-    hidden_dim: int = 512
-    projection_dim: int = 16
-    temperature: float = 0.5
-
-
-@dataclass
-class BYOLConfig:
-    hidden_dim: int = 512
-    projection_dim: int = 16
-    predictor_hidden_dim: int = 512
-    #: EMA decay of the target network at the start; a cosine schedule takes it to 1 at the end
-    tau_base: float = 0.996
-
-
-@dataclass
-class SwAVConfig:
-    hidden_dim: int = 2048
-    projection_dim: int = 128
-    prototypes: int = 3000
-    temperature: float = 0.1
-    sinkhorn_epsilon: float = 0.05
-    sinkhorn_iterations: int = 3
-    freeze_prototypes_epochs: int = 1
-    #: per-worker queue of past embeddings, in multiples of the per-worker batch (0 = off)
-    queue_batches: int = 0
-    queue_start_epoch: int = 15
-    #: multi-crop: extra small crops (samples each) beside the two full-length views
-    small_crops: int = 0
-    small_crop_length: int = 100
-
-
-@dataclass
-class CPCConfig:
-    hidden_dim: int = 512
-    #: steps ahead whose latents are predicted, one linear predictor each (the reference: [12]);
-    #: an integer K is short for [1, ..., K]
-    prediction_steps: list[int] | int = field(default_factory=lambda: list(range(1, 13)))
-    #: the predictors have a bias (the reference's single projection has none)
-    predictor_bias: bool = True
-    negatives: str = "sequence"
-    num_negatives: int = 128
-
-
-@dataclass
 class MethodConfig:
+    """Which method pretrains; its settings are the top-level section of the same name (``simclr:``)."""
+
+    #: a registered method (``ecg_ray.methods``: every Method subclass with a name)
     name: str = "simclr"
+    #: a module to import first, for a method defined outside ecg_ray (it registers on import;
+    #: workers import it too), e.g. ``my_lab.methods.vicreg``
+    module: str = ""
 
 
 @dataclass
@@ -228,19 +190,41 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
-    simclr: SimCLRConfig = field(default_factory=SimCLRConfig)
-    byol: BYOLConfig = field(default_factory=BYOLConfig)
-    swav: SwAVConfig = field(default_factory=SwAVConfig)
-    cpc: CPCConfig = field(default_factory=CPCConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     #: augmentation specs, e.g. [{name: RandomResizedCrop, scale: [0.5, 1.0]}, {name: TimeOut}]
     augmentations: list[dict] | None = None
     eval: EvalConfig = field(default_factory=EvalConfig)
     noise: NoiseConfig = field(default_factory=NoiseConfig)
+    #: each registered method's settings by section name (top-level ``simclr:``, ``cpc:``, ... in YAML
+    #: and ``--set simclr.temperature=0.2``), filled from the method registry; read as ``config.simclr``
+    #: or ``config.section("simclr")``
+    method_settings: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def section(self, name: str) -> Any:
+        """A method's settings (defaults where the config did not set them)."""
+        settings = self.method_settings.get(name)
+        if settings is None:
+            sections = method_sections()
+            if name not in sections:
+                raise AttributeError(f"no method section {name!r}; registered methods: {', '.join(sections)}")
+            if sections[name] is None:
+                return None
+            settings = self.method_settings[name] = sections[name]()
+        return settings
+
+    def __getattr__(self, name: str) -> Any:
+        # Only for names that are not fields: config.simclr -> the simclr section.
+        if name.startswith("_") or name == "method_settings":
+            raise AttributeError(name)
+        return self.section(name)
 
 
-METHOD_SECTIONS = ("simclr", "byol", "swav", "cpc")
+def method_sections() -> dict[str, type | None]:
+    """Config section dataclass of every registered method (imports the method modules, and torch)."""
+    from ecg_ray.methods.registry import method_sections as sections
+
+    return sections()
 
 
 _YAML11_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
@@ -369,6 +353,12 @@ def from_dict(cls, data: dict | None, prefix: str = ""):
     data = data or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {data!r}")
+    if cls is Config and not prefix:
+        return _config_from_dict(data)
+    return _build(cls, data, prefix)
+
+
+def _build(cls, data: dict, prefix: str):
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
@@ -383,8 +373,52 @@ def from_dict(cls, data: dict | None, prefix: str = ""):
     return cls(**kwargs)
 
 
+def _config_from_dict(data: dict) -> Config:
+    """The root config: method sections (top-level keys named like a registered method) go to ``method_settings``."""
+    method = data.get("method")
+    module = method.get("module") if isinstance(method, dict) else None
+    if module:
+        from ecg_ray.methods.registry import import_method_module
+
+        if not isinstance(module, str):
+            raise ConfigError(f"method.module: expected a module name, got {module!r}")
+        import_method_module(module)  # registers the method before its section is looked up
+    sections = method_sections()
+    plain = {k: v for k, v in data.items() if k not in sections}
+    fields = {f.name for f in dataclasses.fields(Config)} - {"method_settings"}
+    unknown = sorted(set(plain) - fields)
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {', '.join(unknown)}; valid keys under the top level: "
+                          f"{', '.join(sorted(fields))}, and a section per method: {', '.join(sections)}")
+    config = _build(Config, plain, "")
+    settings = {}
+    for name, section in sections.items():
+        given = data.get(name)
+        if section is None:
+            if given:
+                raise ConfigError(f"{name}: method {name} has no settings")
+            continue
+        settings[name] = from_dict(section, given, prefix=name)
+    config.method_settings = settings
+    return config
+
+
 def to_dict(config) -> dict:
-    return dataclasses.asdict(config)
+    """A config as plain data (YAML, JSON, Ray's loop config); the root's method sections are top-level keys."""
+    if not isinstance(config, Config):
+        return dataclasses.asdict(config)
+    out = {}
+    for f in dataclasses.fields(Config):
+        if f.name == "method_settings":
+            continue
+        out[f.name] = dataclasses.asdict(getattr(config, f.name)) if dataclasses.is_dataclass(
+            getattr(config, f.name)) else copy.deepcopy(getattr(config, f.name))
+        if f.name == "method":  # the sections follow method:, as in a job file
+            for name in method_sections():
+                section = config.section(name)
+                if section is not None:
+                    out[name] = dataclasses.asdict(section)
+    return out
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -442,10 +476,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
 
 def check_method_sections(config: Config, tree: dict) -> None:
     """Settings for a method that is not the one chosen would be silently ignored: reject them."""
+    from ecg_ray.methods.registry import get_method
+
     chosen = config.method.name
-    if chosen not in METHOD_SECTIONS:
-        raise ConfigError(f"method.name: unknown method {chosen!r}; choose one of {', '.join(METHOD_SECTIONS)}")
-    stray = [name for name in METHOD_SECTIONS if name != chosen and tree.get(name)]
+    get_method(chosen)  # an unknown name fails here, listing the registered methods
+    stray = [name for name in method_sections() if name != chosen and tree.get(name)]
     if stray:
         raise ConfigError(f"config sets {', '.join(stray)}.* but method.name is {chosen!r}: those settings "
                           f"would be ignored; remove them or change method.name")

@@ -17,12 +17,9 @@ from typing import Any
 
 from ecg_ray.errors import ConfigError
 
-#: ``cpc.negatives`` modes (the same as ecg_ray.losses.cpc.NEGATIVE_MODES, kept here so that
-#: loading a config does not import torch; a test keeps the two equal)
-CPC_NEGATIVES = ("sequence", "batch", "both")
-
 #: (dotted key, rule shown to the user, test); None values are allowed wherever the schema has
-#: ``X | None`` (they mean "auto" or "off"), so the tests only see set values.
+#: ``X | None`` (they mean "auto" or "off"), so the tests only see set values. A method's own keys
+#: are checked by the ``RULES`` of its config section's dataclass, in the method's file.
 _RULES: tuple[tuple[str, str, Callable[[Any], bool]], ...] = (
     ("seed", ">= 0", lambda v: v >= 0),
     ("data.label_fraction", "in (0, 1]", lambda v: 0 < v <= 1),
@@ -33,26 +30,6 @@ _RULES: tuple[tuple[str, str, Callable[[Any], bool]], ...] = (
     ("data.records_per_task", ">= 1 (or null for auto)", lambda v: v >= 1),
     ("data.shuffle_block", ">= 1 (or null for auto)", lambda v: v >= 1),
     ("data.seed", ">= 0", lambda v: v >= 0),
-    ("simclr.hidden_dim", ">= 1", lambda v: v >= 1),
-    ("simclr.projection_dim", ">= 1", lambda v: v >= 1),
-    ("simclr.temperature", "> 0", lambda v: v > 0),
-    ("byol.hidden_dim", ">= 1", lambda v: v >= 1),
-    ("byol.projection_dim", ">= 1", lambda v: v >= 1),
-    ("byol.predictor_hidden_dim", ">= 1", lambda v: v >= 1),
-    ("byol.tau_base", "in [0, 1]", lambda v: 0 <= v <= 1),
-    ("swav.hidden_dim", ">= 1", lambda v: v >= 1),
-    ("swav.projection_dim", ">= 1", lambda v: v >= 1),
-    ("swav.prototypes", ">= 1", lambda v: v >= 1),
-    ("swav.temperature", "> 0", lambda v: v > 0),
-    ("swav.sinkhorn_epsilon", "> 0", lambda v: v > 0),
-    ("swav.sinkhorn_iterations", ">= 1", lambda v: v >= 1),
-    ("swav.freeze_prototypes_epochs", ">= 0", lambda v: v >= 0),
-    ("swav.queue_batches", ">= 0", lambda v: v >= 0),
-    ("swav.queue_start_epoch", ">= 0", lambda v: v >= 0),
-    ("swav.small_crops", ">= 0", lambda v: v >= 0),
-    ("swav.small_crop_length", ">= 1 (samples)", lambda v: v >= 1),
-    ("cpc.hidden_dim", ">= 1", lambda v: v >= 1),
-    ("cpc.num_negatives", ">= 1", lambda v: v >= 1),
     ("optim.lr", "> 0", lambda v: v > 0),
     ("optim.weight_decay", ">= 0", lambda v: v >= 0),
     ("optim.betas", "two numbers in [0, 1)", lambda v: len(v) == 2 and all(0 <= b < 1 for b in v)),
@@ -95,6 +72,10 @@ def _numbers(node, prefix: str = "") -> Iterator[tuple[str, float]]:
     """Every float in the config tree (lists included), with its dotted key."""
     if dataclasses.is_dataclass(node):
         for f in dataclasses.fields(node):
+            if f.name == "method_settings":  # the method sections sit at the top level, under their names
+                for name, section in getattr(node, f.name).items():
+                    yield from _numbers(section, name)
+                continue
             yield from _numbers(getattr(node, f.name), f"{prefix}.{f.name}" if prefix else f.name)
     elif isinstance(node, list):
         for i, item in enumerate(node):
@@ -108,7 +89,10 @@ def check_values(config) -> None:
     for key, value in _numbers(config):
         if not math.isfinite(value):  # YAML's .inf / .nan parse as numbers, but no setting means them
             raise ConfigError(f"{key} must be a finite number, got {value}")
-    for key, rule, test in _RULES:
+    rules = list(_RULES)
+    for name, section in config.method_settings.items():
+        rules += [(f"{name}.{key}", rule, test) for key, rule, test in getattr(type(section), "RULES", ())]
+    for key, rule, test in rules:
         value = _lookup(config, key)
         if value is not None and not test(value):
             raise ConfigError(f"{key} must be {rule}, got {value!r}")
@@ -117,5 +101,3 @@ def check_values(config) -> None:
     for k, spec in enumerate(config.data.stores or []):
         if not spec.weight > 0:
             raise ConfigError(f"data.stores[{k}].weight must be > 0, got {spec.weight!r}")
-    if config.cpc.negatives not in CPC_NEGATIVES:
-        raise ConfigError(f"cpc.negatives must be one of {', '.join(CPC_NEGATIVES)}, got {config.cpc.negatives!r}")

@@ -154,9 +154,13 @@ def reported_metrics(kind: str, config, labelled: bool | None = None) -> tuple[d
                                  f"every report (train.epochs={config.train.epochs}; use val_macro_auc)")
         return every, missing
     every.update(dict.fromkeys(PRETRAIN_COLLAPSE_METRICS, ""))
+    from ecg_ray.methods import get_method
+    from ecg_ray.methods.base import Method
+
+    method = get_method(config.method.name)
     for name in PRETRAIN_UNIFORM_METRICS:
-        if config.method.name == "byol":
-            missing[name] = "BYOL's loss has no uniform-similarity value; use embedding_std"
+        if method.uniform_loss is Method.uniform_loss:  # the method declares no uniform-similarity value
+            missing[name] = f"{method.display_name or method.name}'s loss has no uniform-similarity value; use embedding_std"
         else:
             every[name] = ""
     probe = config.train.probe and labelled is not False

@@ -202,11 +202,12 @@ def test_nt_xent_equals_single_process_loss_and_gradient(results):
 
 
 def test_equal_batches_skip_the_size_exchange(results):
-    """Inside equal_batches NT-Xent gathers only its two embeddings (no size collectives, no host reads)."""
+    """Inside equal_batches NT-Xent gathers only its embeddings and ids (no size collectives, no host reads)."""
     _, outs = results
     for o in outs:
-        assert o["gathers_declared"] == 2
-        assert o["gathers_plain"] == 5  # + sizes of z1, z2 and the row offset
+        assert o["gathers_declared"] == 2  # the projections (both views at once) and their ids
+        # + the sizes of both gathers and two row offsets (of the sample ids and of the anchors)
+        assert o["gathers_plain"] == 6
         assert o["ntxent_equal"] == o["ntxent"]
         torch.testing.assert_close(o["ntxent_equal_g1"], o["ntxent_g1"], rtol=0, atol=0)
         torch.testing.assert_close(o["ntxent_equal_g2"], o["ntxent_g2"], rtol=0, atol=0)

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from ecg_ray.errors import EcgRayError
+from ecg_ray.methods.registry import MethodChoices
 
 PREPARE_KINDS = ("ptbxl", "cinc", "code15", "numpy", "wfdb", "synthetic")
 
@@ -133,13 +134,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "pretrain", help="self-supervised pretraining on Ray Train",
-        description="Pretrain an ECG encoder with SimCLR, BYOL, SwAV or CPC on Ray Train workers fed by the "
+        description="Pretrain an ECG encoder with a self-supervised method (SimCLR, BYOL, SwAV, CPC or any "
+                    "registered one) on Ray Train workers fed by the "
                     "Ray Data stream. Settings come from --config (YAML), then --set key=value overrides, then "
                     "the explicit flags. Every epoch reports loss, lr, samples/s and a validation metric and "
                     "writes a checkpoint into the run directory OUTPUT/<method>-<timestamp>.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--method", choices=("simclr", "byol", "swav", "cpc"), default=None,
+    # The choices are the method registry's, looked up only when --method is used or help is shown
+    # (the registry imports torch; building the parser for `prepare` must not).
+    p.add_argument("--method", choices=MethodChoices(), default=None,
                    help="method (default: the config's method.name)")
     p.add_argument("--store", type=_location, action="append", default=None,
                    help="prepared store, local or URI (data.store); repeat it to mix several stores "

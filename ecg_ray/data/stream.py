@@ -98,9 +98,11 @@ class _ReadSpec:
     mapped: tuple[bool, ...] = ()
     #: check chunks against the manifest's checksums and samples for NaN/inf (off only in benchmarks)
     verify: bool = True
+    #: add each crop's start (samples into its record) as ``crop_start``
+    crop_starts: bool = False
 
 
-def _read_crops(spec: _ReadSpec, task: int, part_ids, indices, offsets, lengths, labels):
+def _read_crops(spec: _ReadSpec, task: int, part_ids, indices, offsets, lengths, labels, patients=None):
     """One read task of training crops: rows in a seeded random order, one crop per record."""
     from ray.data.block import BlockAccessor
 
@@ -127,10 +129,14 @@ def _read_crops(spec: _ReadSpec, task: int, part_ids, indices, offsets, lengths,
              "store_index": row_parts.astype(np.int16)}
     if labels is not None:
         batch["labels"] = labels[rows].astype(np.float32)
+    if patients is not None:
+        batch["patient_index"] = patients[rows].astype(np.int64)
+    if spec.crop_starts:
+        batch["crop_start"] = starts.astype(np.int64)
     return BlockAccessor.batch_to_block(batch)
 
 
-def _read_windows(spec: _ReadSpec, task: int, part_ids, indices, offsets, lengths, labels):
+def _read_windows(spec: _ReadSpec, task: int, part_ids, indices, offsets, lengths, labels, patients=None):
     """One read task of evaluation windows over consecutive records of one store."""
     from ray.data.block import BlockAccessor
 
@@ -173,12 +179,12 @@ def _make_datasource_class():
 
         def __init__(self, spec: _ReadSpec, part_ids: np.ndarray, indices: np.ndarray, offsets: np.ndarray,
                      lengths: np.ndarray, labels: np.ndarray | None, records_per_task: int,
-                     short_first: bool = False):
+                     short_first: bool = False, patients: np.ndarray | None = None):
             super().__init__()
             self.short_first = short_first
             self.spec = spec
             self.part_ids, self.indices, self.offsets, self.lengths = part_ids, indices, offsets, lengths
-            self.labels, self.records_per_task = labels, records_per_task
+            self.labels, self.records_per_task, self.patients = labels, records_per_task, patients
 
         def rows_for(self, lengths: np.ndarray) -> int:
             if self.spec.mode == "crops":
@@ -205,7 +211,8 @@ def _make_datasource_class():
                 # Only this task's slice travels with it (copies: a view would pickle the whole array).
                 args = (self.spec, task, self.part_ids[part].copy(), self.indices[part].copy(),
                         self.offsets[part].copy(), self.lengths[part].copy(),
-                        None if self.labels is None else self.labels[part].copy())
+                        None if self.labels is None else self.labels[part].copy(),
+                        None if self.patients is None else self.patients[part].copy())
                 rows = self.rows_for(self.lengths[part])
                 meta = BlockMetadata(num_rows=rows, size_bytes=rows * (12 * self.spec.width * 4 + 16),
                                      input_files=None, exec_stats=None)
@@ -270,8 +277,12 @@ def train_crops(store: EcgStore | str | Path | list[StorePart], indices: np.ndar
                 crop: int = 250, seed: int = 0, epoch: int = 0, crops_per_record: int = 1,
                 with_labels: bool = False, label_set: str = "all", shard_index: int = 0, num_shards: int = 1,
                 records_per_task: int | None = None, shuffle: bool = True,
-                shuffle_block: int | None = None, verify: bool = True):
+                shuffle_block: int | None = None, verify: bool = True, fields: tuple[str, ...] = ()):
     """Dataset of random crops ``signal`` (12, crop) float32 + ``record_index``, ``store_index`` (+ ``labels``).
+
+    ``fields`` adds what a method's step asks for (``Method.batch_fields``): ``labels`` (as
+    ``with_labels``), ``patient_index`` (an integer per patient, unique over the stores of a
+    mixture: :func:`patient_codes`) and ``crop_start`` (the crop's first sample in its record).
 
     ``store`` is one store (with ``indices`` from :func:`select_records`, default every record) or
     a list of :class:`StorePart` (several stores mixed by weight). ``shuffle_block`` None picks
@@ -293,6 +304,7 @@ def train_crops(store: EcgStore | str | Path | list[StorePart], indices: np.ndar
     else:
         opened = _open(store)
         parts = [StorePart(opened, np.arange(len(opened)) if indices is None else np.asarray(indices))]
+    with_labels = with_labels or "labels" in fields
     if with_labels and len(parts) > 1:
         raise ConfigError("labelled crops come from one store; mix several stores for pretraining only")
     too_short: list[str] = []
@@ -323,6 +335,7 @@ def train_crops(store: EcgStore | str | Path | list[StorePart], indices: np.ndar
         offsets[mine] = part.store.column("offset")[plan.indices[mine]]
         lengths[mine] = part.store.column("length")[plan.indices[mine]]
     labels = parts[0].store.label_matrix(label_set)[plan.indices] if with_labels else None
+    patients = patient_codes(parts, plan.part_ids, plan.indices) if "patient_index" in fields else None
     chunks = tuple(raw_chunk_layout(str(p.store.path)) for p in parts)
     # Memory maps for small stores whose chunks are at least a crop long (a crop then spans <= 2 chunks).
     mapped = tuple(c is not None and c >= crop and raw_chunk_count(str(p.store.path)) <= MAPPED_CHUNKS
@@ -330,9 +343,9 @@ def train_crops(store: EcgStore | str | Path | list[StorePart], indices: np.ndar
     spec = _ReadSpec(stores=tuple(str(p.store.path) for p in parts), versions=tuple(p.store.version for p in parts),
                      chunks=chunks, mapped=mapped, mode="crops", width=crop,
                      seed=seed, epoch=epoch, shard_index=shard_index, per_record=crops_per_record, shuffle=shuffle,
-                     verify=verify)
+                     verify=verify, crop_starts="crop_start" in fields)
     source = _datasource(spec, plan.part_ids, plan.indices, offsets, lengths, labels, records_per_task,
-                         short_first=shuffle and max(blocks) == 1)
+                         short_first=shuffle and max(blocks) == 1, patients=patients)
     info = StreamInfo(records=len(plan.indices), rows=source.rows_for(lengths), too_short=too_short,
                       read_tasks=source.num_tasks(), per_store=plan.per_store, shuffle_block=blocks)
     return _dataset(source, source.num_tasks()), info
@@ -367,3 +380,36 @@ def eval_windows(store: EcgStore | str | Path, indices: np.ndarray | None = None
     info = StreamInfo(records=len(indices), rows=source.rows_for(lengths), too_short=too_short,
                       read_tasks=source.num_tasks())
     return _dataset(source, source.num_tasks()), info
+
+
+def patient_codes(parts: list[StorePart], part_ids: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """An int64 per planned record naming its patient, unique over the stores of a mixture.
+
+    The codes of each store's ``patient_id`` column (read dictionary-encoded: a few bytes per record),
+    shifted past the previous stores' codes, so two stores' patients never share a code. A record
+    without a patient id (or a store without the column) is a patient of its own. Costs 8 bytes per
+    planned record, plus the column's codes (4 bytes per record) per store.
+    """
+    import pandas as pd
+
+    codes = np.empty(len(indices), dtype=np.int64)
+    base = 0
+    for k, part in enumerate(parts):
+        mine = part_ids == k
+        store = part.store
+        if store.has_column("patient_id"):
+            column = store.column("patient_id")
+            if isinstance(column, pd.Categorical):
+                store_codes, patients = np.asarray(column.codes, dtype=np.int64), len(column.categories)
+            else:
+                store_codes, uniques = pd.factorize(np.asarray(column))
+                store_codes, patients = store_codes.astype(np.int64), len(uniques)
+            chosen = store_codes[indices[mine]]
+            # No patient id: a patient of its own, numbered after the store's patients.
+            chosen = np.where(chosen < 0, patients + indices[mine], chosen)
+            codes[mine] = base + chosen
+            base += patients + len(store)
+        else:
+            codes[mine] = base + indices[mine]
+            base += len(store)
+    return codes

@@ -1,9 +1,15 @@
-"""The small base class every self-supervised method implements.
+"""The base class every self-supervised method implements, and what a method declares.
 
-A method is one ``nn.Module`` whose ``forward(x)`` takes a batch of raw crops (B, 12, T),
-augments it on the device, and returns a dict with the scalar ``loss`` (plus any extra
-scalars to log). Keeping the loss inside ``forward`` lets DistributedDataParallel see every
-parameter that takes part, so no ``find_unused_parameters`` is needed.
+A method is one ``nn.Module`` whose ``forward(batch)`` takes a batch dict (``signal``: raw crops
+(B, 12, T), plus the fields the method asked for in ``batch_fields``), augments on the device,
+and returns a dict with the scalar ``loss`` (plus any extra scalars to log). Keeping the loss
+inside ``forward`` lets DistributedDataParallel see every parameter that takes part, so no
+``find_unused_parameters`` is needed.
+
+Declared as class attributes (read by the registry, :mod:`ecg_ray.methods.registry`, which every
+subclass with a ``name`` joins on definition): ``name``, ``display_name``, ``config_class`` (its
+config section's dataclass; ``self.settings`` is the loaded section), ``encoder_output``
+(``"pooled"`` or ``"sequence"`` encoders), ``batch_fields`` and ``uses_augmentations``.
 
 Hooks, all optional: ``on_train_start`` (total steps known), ``on_epoch_start``,
 ``after_backward`` (e.g. freeze prototypes), ``after_optimizer_step`` (e.g. BYOL's EMA), and
@@ -16,26 +22,49 @@ the method's loss takes when all similarities are equal (None: no such value).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
 
 from ecg_ray.augment import PAPER_DEFAULT, build_augmentation
-from ecg_ray.config import Config
 from ecg_ray.methods.embedding_stats import embedding_std
+from ecg_ray.methods.registry import register
+
+if TYPE_CHECKING:
+    from ecg_ray.config import Config
+
+#: a training batch: ``signal`` (B, 12, T) and the fields a method asked for, as tensors
+Batch = dict[str, torch.Tensor]
 
 
 class Method(nn.Module):
     """Encoder + method-specific heads + loss."""
 
-    name: str = ""
+    #: ``method.name``, and the key of the method's config section
+    name: ClassVar[str] = ""
+    #: how reports and tables name it
+    display_name: ClassVar[str] = ""
+    #: dataclass of the config section ``<name>:`` (None: the method has no settings); a class
+    #: attribute ``RULES`` on it lists (key, rule shown, test) range checks run before Ray starts
+    config_class: ClassVar[type | None] = None
+    #: the encoders it accepts: "pooled" ((B, D) features) or "sequence" (``encode``/``context``)
+    encoder_output: ClassVar[str] = "pooled"
+    #: batch fields beside ``signal`` its step reads (ecg_ray.methods.registry.BATCH_FIELDS)
+    batch_fields: ClassVar[tuple[str, ...]] = ()
     #: methods that augment their input (CPC reads raw 10 s windows)
-    uses_augmentations: bool = True
+    uses_augmentations: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("name"):  # a subclass without a name of its own is not a method
+            register(cls)
 
     def __init__(self, config: Config, encoder: nn.Module, fs: float):
         super().__init__()
         self.config = config
+        #: this method's config section (None for a method without settings)
+        self.settings = config.section(self.name) if self.config_class is not None else None
         self.encoder = encoder
         specs = config.augmentations if config.augmentations is not None else PAPER_DEFAULT
         self.augment = build_augmentation(specs if self.uses_augmentations else [], fs=fs)
@@ -54,7 +83,7 @@ class Method(nn.Module):
     def views(self, x: torch.Tensor, n: int = 2) -> list[torch.Tensor]:
         return [self.augment(x, self.generator) for _ in range(n)]
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def record_embedding(self, z: torch.Tensor) -> None:
@@ -85,3 +114,20 @@ class Method(nn.Module):
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         pass
+
+
+def synthetic_batch(signal: torch.Tensor, fields: tuple[str, ...] = (), n_labels: int = 5) -> Batch:
+    """A batch for benchmarks and tests: ``signal`` plus made-up values of ``fields``.
+
+    Rows are records ``0..B-1``; rows ``2k`` and ``2k + 1`` share a patient (so a patient-level
+    method finds positives); crops start at 0; labels are all zero.
+    """
+    b, device = signal.shape[0], signal.device
+    batch = {"signal": signal}
+    made = {"record_index": lambda: torch.arange(b, device=device),
+            "patient_index": lambda: torch.arange(b, device=device) // 2,
+            "crop_start": lambda: torch.zeros(b, dtype=torch.int64, device=device),
+            "labels": lambda: torch.zeros(b, n_labels, device=device)}
+    for name in fields:
+        batch[name] = made[name]()
+    return batch

@@ -19,13 +19,30 @@ once (the reference looped over positions in Python and summed over them).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from ecg_ray.errors import ConfigError
-from ecg_ray.losses.cpc import cpc_infonce, expected_initial_loss
-from ecg_ray.methods.base import Method
+from ecg_ray.losses.cpc import NEGATIVE_MODES, cpc_infonce, expected_initial_loss
+from ecg_ray.methods.base import Batch, Method
+
+
+@dataclass
+class CPCConfig:
+    hidden_dim: int = 512
+    #: steps ahead whose latents are predicted, one linear predictor each (the reference: [12]);
+    #: an integer K is short for [1, ..., K]
+    prediction_steps: list[int] | int = field(default_factory=lambda: list(range(1, 13)))
+    #: the predictors have a bias (the reference's single projection has none)
+    predictor_bias: bool = True
+    negatives: str = "sequence"
+    num_negatives: int = 128
+    RULES: ClassVar = (("hidden_dim", ">= 1", lambda v: v >= 1),
+                       ("num_negatives", ">= 1", lambda v: v >= 1),
+                       ("negatives", f"one of {', '.join(NEGATIVE_MODES)}", lambda v: v in NEGATIVE_MODES))
 
 
 def normalise_steps(steps) -> list[int]:
@@ -60,6 +77,9 @@ def _min_positions(negatives: str) -> int:
 
 class CPC(Method):
     name = "cpc"
+    display_name = "CPC"
+    config_class = CPCConfig
+    encoder_output = "sequence"
     uses_augmentations = False
 
     def __init__(self, config, encoder, fs):
@@ -67,7 +87,7 @@ class CPC(Method):
         if not hasattr(encoder, "encode") or not hasattr(encoder, "context"):
             raise ConfigError(f"method cpc needs a sequence encoder (model.encoder=cpc_4fc2lstm), "
                               f"got {type(encoder).__name__}")
-        c = self.c = config.cpc
+        c = self.c = self.settings
         self.steps = normalise_steps(c.prediction_steps)
         # Checked here, not at the first batch: a step that no crop can reach would otherwise only
         # show up after Ray has started the workers and read the data.
@@ -93,8 +113,8 @@ class CPC(Method):
         sequence = self.c.num_negatives if self.c.negatives in ("sequence", "both") else 0
         return expected_initial_loss(batch + sequence)
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        z = self.encoder.encode(x)  # (B, T, C)
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        z = self.encoder.encode(batch["signal"])  # (B, T, C)
         # Inputs shorter than data.crop would silently drop steps from the mean: refuse instead.
         self._check_length(z.shape[1], f"the input has {z.shape[1]} latent steps")
         self.record_embedding(z)  # the per-step latents, every (sequence, step) one row

@@ -10,22 +10,54 @@ embeddings from ``queue_start_epoch``, prototypes frozen for the first epochs, m
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ecg_ray.losses.swav import sinkhorn, swav_loss
-from ecg_ray.methods.base import Method
+from ecg_ray.methods.base import Batch, Method
 from ecg_ray.models.heads import MLPHead
+
+
+@dataclass
+class SwAVConfig:
+    hidden_dim: int = 2048
+    projection_dim: int = 128
+    prototypes: int = 3000
+    temperature: float = 0.1
+    sinkhorn_epsilon: float = 0.05
+    sinkhorn_iterations: int = 3
+    freeze_prototypes_epochs: int = 1
+    #: per-worker queue of past embeddings, in multiples of the per-worker batch (0 = off)
+    queue_batches: int = 0
+    queue_start_epoch: int = 15
+    #: multi-crop: extra small crops (samples each) beside the two full-length views
+    small_crops: int = 0
+    small_crop_length: int = 100
+    RULES: ClassVar = (("hidden_dim", ">= 1", lambda v: v >= 1),
+                       ("projection_dim", ">= 1", lambda v: v >= 1),
+                       ("prototypes", ">= 1", lambda v: v >= 1),
+                       ("temperature", "> 0", lambda v: v > 0),
+                       ("sinkhorn_epsilon", "> 0", lambda v: v > 0),
+                       ("sinkhorn_iterations", ">= 1", lambda v: v >= 1),
+                       ("freeze_prototypes_epochs", ">= 0", lambda v: v >= 0),
+                       ("queue_batches", ">= 0", lambda v: v >= 0),
+                       ("queue_start_epoch", ">= 0", lambda v: v >= 0),
+                       ("small_crops", ">= 0", lambda v: v >= 0),
+                       ("small_crop_length", ">= 1 (samples)", lambda v: v >= 1))
 
 
 class SwAV(Method):
     name = "swav"
+    display_name = "SwAV"
+    config_class = SwAVConfig
 
     def __init__(self, config, encoder, fs):
         super().__init__(config, encoder, fs)
-        c = self.c = config.swav
+        c = self.c = self.settings
         self.head = MLPHead(encoder.feature_dim, c.hidden_dim, c.projection_dim, num_layers=2, batch_norm=True)
         self.prototypes = nn.Linear(c.projection_dim, c.prototypes, bias=False)
         per_worker_batch = max(1, config.train.batch_size // max(1, config.train.workers))
@@ -45,7 +77,8 @@ class SwAV(Method):
             crops.append(view[..., start:start + length])
         return crops
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        x = batch["signal"]
         if self.training:
             with torch.no_grad():  # prototypes live on the unit sphere
                 self.prototypes.weight.copy_(F.normalize(self.prototypes.weight, dim=1))

@@ -37,6 +37,14 @@ def encoder_names() -> list[str]:
     return list(ENCODERS)
 
 
+def encoder_output(name: str) -> str:
+    """What encoder ``name`` gives a method: "pooled" or "sequence" (built on the meta device: no memory)."""
+    import torch
+
+    with torch.device("meta"):
+        return getattr(build_encoder(name), "output", "pooled")
+
+
 def build_encoder(name: str, in_channels: int = 12, **kwargs) -> nn.Module:
     """Build a registered encoder; an unknown name raises ConfigError listing the valid names."""
     try:
@@ -56,4 +64,5 @@ __all__ = [
     "build_encoder",
     "build_head",
     "encoder_names",
+    "encoder_output",
 ]

@@ -15,6 +15,9 @@ from torch import Tensor, nn
 class CPCEncoder(nn.Module):
     """4FC+2LSTM CPC network: ``forward`` (B, C_in, T) -> (B, 3 * hidden) pooled window features."""
 
+
+    #: what the encoder gives methods: ``encode`` (B, T, C) latents per time step and ``context``
+    output = "sequence"
     def __init__(self, in_channels: int = 12, hidden: int = 512, lstm_layers: int = 2, fc_layers: int = 4):
         super().__init__()
         layers: list[nn.Module] = []

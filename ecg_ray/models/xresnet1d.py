@@ -89,6 +89,9 @@ class AdaptiveAvgPool1dFlat(nn.Module):
 class XResNet1d(nn.Module):
     """xresnet1d encoder: ``forward`` (B, C_in, T) -> (B, feature_dim) pooled window features."""
 
+    #: what the encoder gives methods: pooled (B, feature_dim) features (see ecg_ray.methods.registry)
+    output = "pooled"
+
     def __init__(
         self,
         layers: Sequence[int],

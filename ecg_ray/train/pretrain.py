@@ -160,21 +160,22 @@ def worker_setup(loop_config: dict[str, Any]) -> tuple[Config, int, int, torch.d
     return config, context.get_world_rank(), context.get_world_size(), device, primary_store(config)
 
 
-def signal_batches(dataset, batch_size: int, device: torch.device):
-    """The stream's full batches as (B, 12, T) tensors on ``device``.
+def method_batches(dataset, batch_size: int, device: torch.device, fields: tuple[str, ...] = ()):
+    """The stream's full batches as dicts of tensors on ``device``: ``signal`` (B, 12, T) and ``fields``.
 
-    Only the signal column is converted and copied (record indices and labels stay on the host),
+    Only the columns a method asked for are converted and copied (the others stay on the host),
     through pinned host memory on a GPU so that the copy does not block.
     """
     from ray.data.collate_fn import NumpyBatchCollateFn
 
-    class SignalOnly(NumpyBatchCollateFn):
-        def __call__(self, batch):
-            return {"signal": torch.from_numpy(batch["signal"])}
+    wanted = ("signal", *fields)
 
-    for batch in dataset.iter_torch_batches(batch_size=batch_size, drop_last=True, device=device,
-                                            collate_fn=SignalOnly(), pin_memory=device.type == "cuda"):
-        yield batch["signal"]
+    class Requested(NumpyBatchCollateFn):
+        def __call__(self, batch):
+            return {name: torch.from_numpy(batch[name]) for name in wanted}
+
+    yield from dataset.iter_torch_batches(batch_size=batch_size, drop_last=True, device=device,
+                                          collate_fn=Requested(), pin_memory=device.type == "cuda")
 
 
 def _epoch_seed(config: Config, epoch: int, rank: int) -> int:
@@ -239,16 +240,17 @@ def pretrain_worker(loop_config: dict[str, Any]) -> None:
         dataset, info = train_crops(selection.parts, crop=config.data.crop, seed=config.seed, epoch=epoch,
                                     crops_per_record=config.data.crops_per_record, shard_index=rank,
                                     num_shards=world, records_per_task=config.data.records_per_task,
-                                    shuffle=config.data.shuffle, shuffle_block=config.data.shuffle_block)
+                                    shuffle=config.data.shuffle, shuffle_block=config.data.shuffle_block,
+                                    label_set=config.data.label_set, fields=method.batch_fields)
         start = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
         std_sum = torch.zeros((), device=device)  # collapse statistic, summed on the device like the loss
         done = 0
         # drop_last: every worker's batch has per_worker rows, so gathers skip their size exchange
         with equal_batches():
-            for signal in signal_batches(dataset, per_worker, device):
+            for batch in method_batches(dataset, per_worker, device, method.batch_fields):
                 global_step += 1
-                loss_sum += training_step(model, method, signal, optimizer, scheduler, autocast, scaler,
+                loss_sum += training_step(model, method, batch, optimizer, scheduler, autocast, scaler,
                                           global_step)
                 if method.embedding_std is not None:
                     std_sum += method.embedding_std
@@ -350,7 +352,8 @@ def _validation(config, method, model, store, val_idx, per_worker, world, rank, 
     if batch < 2:
         return {}
     dataset, _ = train_crops(store, val_idx, crop=config.data.crop, seed=config.seed + 1, epoch=0,
-                             shard_index=rank, num_shards=world, shuffle_block=config.data.shuffle_block)
+                             shard_index=rank, num_shards=world, shuffle_block=config.data.shuffle_block,
+                             label_set=config.data.label_set, fields=method.batch_fields)
     n_batches = (len(val_idx) // world) // batch
     total, count = torch.zeros((), device=device), 0
     # Validation must not change training state: eval mode keeps BatchNorm running statistics (and
@@ -360,11 +363,11 @@ def _validation(config, method, model, store, val_idx, per_worker, world, rank, 
     method.eval()
     try:
         with torch.no_grad():
-            for signal in signal_batches(dataset, batch, device):
+            for batch_of_crops in method_batches(dataset, batch, device, method.batch_fields):
                 if count >= n_batches:
                     break
                 with autocast(), equal_batches():
-                    total += model(signal)["loss"].float()
+                    total += model(batch_of_crops)["loss"].float()
                 count += 1
     finally:
         method.train(was_training)

@@ -44,8 +44,10 @@ def precision_context(precision: str, device: torch.device):
     raise ConfigError(f"train.precision: unknown value {precision!r} (auto, fp32, bf16, fp16)")
 
 
-def training_step(model, method, x: torch.Tensor, optimizer, scheduler, autocast, scaler, global_step: int) -> torch.Tensor:
-    """One optimizer step of a pretraining method; returns the detached fp32 loss.
+def training_step(model, method, batch: dict[str, torch.Tensor], optimizer, scheduler, autocast, scaler,
+                  global_step: int) -> torch.Tensor:
+    """One optimizer step of a pretraining method on ``batch`` (``signal`` + the method's fields); returns
+    the detached fp32 loss.
 
     ``model`` is what runs the forward pass (the method, or its DDP wrapper); ``method`` gets the
     hooks (after_backward: e.g. freezing SwAV prototypes; after_optimizer_step: e.g. BYOL's EMA).
@@ -54,7 +56,7 @@ def training_step(model, method, x: torch.Tensor, optimizer, scheduler, autocast
     gradients) runs no ``after_optimizer_step`` hook.
     """
     with autocast():
-        out = model(x)
+        out = model(batch)
     loss = out["loss"]
     # No finiteness check here: reading the loss back would stall the GPU every step. The epoch's
     # mean loss is checked once per epoch (check_epoch_loss).

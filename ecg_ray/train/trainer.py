@@ -33,20 +33,21 @@ def validate_pretraining(config: Config):
 
     Returns the training selection (records per store, records too short for the crop).
     """
-    from ecg_ray.methods import METHODS
-    from ecg_ray.models import ENCODERS
+    from ecg_ray.methods import get_method, import_method_module
+    from ecg_ray.models import ENCODERS, encoder_output
     from ecg_ray.train.preflight import preflight_pretraining
     from ecg_ray.train.pretrain import steps_per_epoch, training_selection, validation_records
 
-    if config.method.name not in METHODS:
-        raise ConfigError(f"method.name: unknown method {config.method.name!r}; choose one of {', '.join(METHODS)}")
+    import_method_module(config.method.module)
+    method = get_method(config.method.name)  # an unknown name lists the registered methods
     if config.model.encoder not in ENCODERS:
         raise ConfigError(f"model.encoder: unknown encoder {config.model.encoder!r}; choose one of "
                           f"{', '.join(ENCODERS)}")
-    if config.method.name == "cpc" and config.model.encoder != "cpc_4fc2lstm":
-        raise ConfigError("model.encoder: method cpc needs the sequence encoder cpc_4fc2lstm")
-    if config.method.name != "cpc" and config.model.encoder == "cpc_4fc2lstm":
-        raise ConfigError(f"model.encoder: cpc_4fc2lstm is for method cpc, not {config.method.name}")
+    output = encoder_output(config.model.encoder)
+    if output != method.encoder_output:
+        fitting = [name for name in ENCODERS if encoder_output(name) == method.encoder_output]
+        raise ConfigError(f"model.encoder: method {method.name} needs a {method.encoder_output} encoder "
+                          f"({', '.join(fitting) or 'none registered'}); {config.model.encoder} is a {output} encoder")
     if config.train.workers < 1:
         raise ConfigError("train.workers must be >= 1")
     if config.train.max_workers is not None and config.train.max_workers < config.train.workers:

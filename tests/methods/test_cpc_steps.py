@@ -66,7 +66,7 @@ def _hand_loss(method: CPC, x: torch.Tensor, steps: list[int], seed: int) -> tor
 def _loss(method: CPC, x: torch.Tensor, seed: int) -> torch.Tensor:
     method.set_generator(torch.Generator().manual_seed(seed))
     with torch.no_grad():
-        return method(x)["loss"]
+        return method({"signal": x})["loss"]
 
 
 def test_reference_setting_is_one_bias_free_predictor_for_step_12():
@@ -164,7 +164,7 @@ def test_reference_setting_learns_on_a_predictable_signal():
     losses = []
     for _ in range(40):
         optimizer.zero_grad()
-        loss = method(x)["loss"]
+        loss = method({"signal": x})["loss"]
         loss.backward()
         optimizer.step()
         losses.append(loss.item())

@@ -42,7 +42,7 @@ def test_every_trainable_parameter_gets_a_gradient(name, crops):
     method = _method(name)
     method.on_epoch_start(5)  # past SwAV's frozen-prototype epoch
     x = crops[:, :, :250] if name != "cpc" else crops
-    out = method(x)
+    out = method({"signal": x})
     assert out["loss"].ndim == 0 and torch.isfinite(out["loss"])
     out["loss"].backward()
     method.after_backward()
@@ -54,7 +54,7 @@ def test_byol_ema_moves_every_target_parameter_and_buffer(crops):
     method = _method("byol")
     optimizer = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=0.1)
     before = {k: v.clone() for k, v in method.target.state_dict().items()}
-    method(crops[:, :, :250])["loss"].backward()  # train-mode forward also moves online BN buffers
+    method({"signal": crops[:, :, :250]})["loss"].backward()  # train-mode forward also moves online BN buffers
     optimizer.step()
     method.after_optimizer_step(1)
     after = method.target.state_dict()
@@ -86,13 +86,13 @@ def test_byol_tau_schedule():
 def test_swav_prototypes_frozen_in_first_epoch_and_queue_fills(crops):
     method = _method("swav", "swav.queue_batches=2", "swav.queue_start_epoch=0", "swav.freeze_prototypes_epochs=1")
     method.on_epoch_start(0)
-    method(crops[:, :, :250])["loss"].backward()
+    method({"signal": crops[:, :, :250]})["loss"].backward()
     method.after_backward()
     assert method.prototypes.weight.grad is None
     assert int(method.queue_filled) == 16 and method.queue.abs().sum() > 0
     method.on_epoch_start(1)
     method.zero_grad()
-    method(crops[:, :, :250])["loss"].backward()
+    method({"signal": crops[:, :, :250]})["loss"].backward()
     method.after_backward()
     assert method.prototypes.weight.grad is not None
 
@@ -101,5 +101,5 @@ def test_swav_prototypes_frozen_in_first_epoch_and_queue_fills(crops):
 def test_cpc_loss_at_initialisation_close_to_log_negatives(negatives, count, crops):
     method = _method("cpc", f"cpc.negatives={negatives}", "cpc.num_negatives=32")
     with torch.no_grad():
-        loss = float(method(crops)["loss"])
+        loss = float(method({"signal": crops})["loss"])
     assert loss == pytest.approx(math.log(1 + count), rel=0.1)

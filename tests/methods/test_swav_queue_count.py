@@ -25,14 +25,14 @@ def test_queue_count_follows_the_buffer_and_survives_a_checkpoint():
     method = _swav().train()
     with torch.no_grad():
         for _ in range(3):
-            method(torch.randn(4, 12, 250))
+            method({"signal": torch.randn(4, 12, 250)})
     assert method._queue_count() == int(method.queue_filled) == 12
     restored = _swav().train()
     restored.load_state_dict(method.state_dict())
     assert restored._filled is None  # read once from the loaded buffer, on first use
     assert restored._queue_count() == 12
     with torch.no_grad():
-        restored(torch.randn(4, 12, 250))
+        restored({"signal": torch.randn(4, 12, 250)})
     assert restored._queue_count() == int(restored.queue_filled) == 16
 
 

@@ -95,13 +95,13 @@ def test_training_forward_records_the_embedding_std_on_the_device(name):
     method = _method(name, *(["cpc.prediction_steps=3"] if name == "cpc" else []))
     x = torch.randn(8, 12, 250)
     method.train()
-    method(x)
+    method({"signal": x})
     recorded = method.embedding_std
     assert isinstance(recorded, torch.Tensor) and recorded.ndim == 0 and not recorded.requires_grad
     assert 0.0 < float(recorded) < 1.0 and method.embedding_dim > 0
     method.eval()
     with torch.no_grad():
-        method(x)
+        method({"signal": x})
     assert method.embedding_std is recorded  # validation batches leave the training figure alone
 
 

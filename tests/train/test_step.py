@@ -36,13 +36,13 @@ def test_skipped_scaler_step_leaves_weights_and_ema_alone():
     x = 0.3 * torch.randn(8, 12, 250, generator=torch.Generator().manual_seed(1))
     scaler = torch.amp.GradScaler("cpu", init_scale=1.0)
     # A real step first: online and target then differ, so an EMA update would show.
-    training_step(method, method, x, optimizer, scheduler, contextlib.nullcontext, scaler, 1)
+    training_step(method, method, {"signal": x}, optimizer, scheduler, contextlib.nullcontext, scaler, 1)
     online, target = _params(method.encoder), _target(method)
     online = {k: v.detach().clone() for k, v in online.items()}
     # An overflowing sample makes the gradients non-finite, as an fp16 overflow would: GradScaler skips.
     bad = x.clone()
     bad[0] = float("inf")
-    training_step(method, method, bad, optimizer, scheduler, contextlib.nullcontext, scaler, 2)
+    training_step(method, method, {"signal": bad}, optimizer, scheduler, contextlib.nullcontext, scaler, 2)
     assert scaler.get_scale() < 1.0  # it did skip
     assert all(torch.equal(v, online[k]) for k, v in _params(method.encoder).items())
     after = _params(method.target)
@@ -53,7 +53,7 @@ def test_unscaled_step_advances_the_ema():
     method, optimizer, scheduler = _byol()
     target = _target(method)
     x = 0.3 * torch.randn(8, 12, 250, generator=torch.Generator().manual_seed(1))
-    loss = training_step(method, method, x, optimizer, scheduler, contextlib.nullcontext, None, 1)
+    loss = training_step(method, method, {"signal": x}, optimizer, scheduler, contextlib.nullcontext, None, 1)
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
     after = _params(method.target)
     assert any(not torch.equal(after[k], target[k]) for k in target)

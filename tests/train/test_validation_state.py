@@ -52,7 +52,7 @@ def test_validation_does_not_change_training_state(name, ray_session, noisy_stor
     method.on_epoch_start(3)
     method.train()
     with torch.no_grad():  # a training forward first: SwAV's queue holds real entries, BN has moved
-        method(torch.randn(8, 12, 200))
+        method({"signal": torch.randn(8, 12, 200)})
     before = _snapshot(method)
     val_idx = np.arange(32)
     metrics = _validation(config, method, method, noisy_store, val_idx, per_worker=8, world=1, rank=0,
