@@ -25,10 +25,13 @@ import torch.multiprocessing as mp
 
 from ecg_ray import distributed as D
 from ecg_ray.losses import byol_loss, cpc_infonce, nt_xent, sinkhorn, swav_loss
+from ecg_ray.losses.contrastive import contrastive_loss
 
 WORLD = 2
 N = 8  # global batch
 UNEQUAL = [3, 5]  # rows per rank for the unequal-split checks
+# ids of the by-id contrastive loss: ids 1 and 2 have rows on both ranks, every row has a positive
+SHARED_IDS = torch.tensor([0, 1, 2, 0, 1, 3, 3, 2])
 
 
 def make_inputs() -> dict[str, torch.Tensor]:
@@ -73,6 +76,12 @@ def worker(rank: int, init_file: str, out_dir: str, inputs: dict[str, torch.Tens
         loss = nt_xent(z1, z2, temperature=0.5)
         loss.backward()
         out |= {"ntxent": loss.item(), "ntxent_g1": z1.grad, "ntxent_g2": z2.grad}
+
+        # By-id positives, some of them on the other rank (patients with records on both workers).
+        z = _leaf(inputs["z1"][mine])
+        loss = contrastive_loss(z, SHARED_IDS[mine], temperature=0.3)
+        loss.backward()
+        out |= {"contrastive": loss.item(), "contrastive_g": z.grad}
 
         # Equal batches declared: the same loss and gradients without the size exchanges.
         real_all_gather, calls = dist.all_gather, []
@@ -181,6 +190,19 @@ def test_gather_with_grad_sums_gradients_over_ranks(results):
     expected = inputs["w"].sum(dim=0)
     for r, o in enumerate(outs):
         torch.testing.assert_close(o["gather_g"], expected[_rows(r, UNEQUAL)])
+
+
+def test_contrastive_by_id_equals_single_process_loss_and_gradient(results):
+    inputs, outs = results
+    loss, (g,) = _grads(lambda z: contrastive_loss(z, SHARED_IDS, temperature=0.3), inputs["z1"])
+    assert sum(o["contrastive"] for o in outs) / WORLD == pytest.approx(loss, rel=1e-12)
+    half = [N // WORLD] * WORLD
+    for r, o in enumerate(outs):
+        torch.testing.assert_close(o["contrastive_g"], WORLD * g[_rows(r, half)])
+    # ... while positives searched on the own rank only would give another loss.
+    local = sum(contrastive_loss(inputs["z1"][_rows(r, half)], SHARED_IDS[_rows(r, half)], 0.3, gather=False).item()
+                for r in range(WORLD)) / WORLD
+    assert abs(local - loss) > 1e-3
 
 
 def test_nt_xent_equals_single_process_loss_and_gradient(results):
