@@ -195,14 +195,16 @@ def test_published_reference_covers_the_paper_rows():
     assert len(PUBLISHED) == 5
 
 
-def test_artefact_names_match_the_writers():
-    """The report hard-codes the run file names to stay import-light; they must not drift."""
-    from ecg_ray import report
+def test_artefact_names_are_the_writers():
+    """Writers and the report take the run file names from one torch-free module (ecg_ray.run_layout)."""
+    from ecg_ray import report, run_layout
+    from ecg_ray.evaluation import predictions
     from ecg_ray.train import checkpoint, trainer
 
-    assert report.HISTORY_FILE == checkpoint.HISTORY_FILE
-    assert report.RUN_CONFIG == trainer.RUN_CONFIG
-    assert report.RAY_SNAPSHOT == checkpoint.RAY_SNAPSHOT
+    assert report.HISTORY_FILE is checkpoint.HISTORY_FILE is run_layout.HISTORY_FILE
+    assert report.RUN_CONFIG is trainer.RUN_CONFIG is run_layout.RUN_CONFIG
+    assert report.RAY_SNAPSHOT is checkpoint.RAY_SNAPSHOT is run_layout.RAY_SNAPSHOT
+    assert report.EVALUATION_FILE is predictions.EVALUATION_FILE is run_layout.EVALUATION_FILE
 
 
 def test_report_on_a_cloud_uri_says_to_copy_it_down(capsys):

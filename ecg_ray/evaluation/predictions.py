@@ -20,11 +20,9 @@ import numpy as np
 
 from ecg_ray import storage
 from ecg_ray.errors import EcgRayError
+from ecg_ray.run_layout import EVALUATION_FILE
 
 PREDICTIONS_FILE = "test_predictions.npz"
-# The evaluation summary's name (ecg_ray.train.downstream.EVALUATION_FILE, not imported: that
-# module pulls in torch and Ray, which reading a file of arrays does not need).
-EVALUATION_FILE = "evaluation.json"
 # Written into every file; a reader refuses files from a newer layout instead of misreading them.
 FORMAT_VERSION = 1
 

@@ -34,9 +34,10 @@ from ecg_ray.report.plots import Plots, variant_colors
 from ecg_ray.report.pretraining import pretraining_section
 from ecg_ray.report.published import PUBLISHED
 from ecg_ray.report.robustness import robustness_section
-from ecg_ray.report.scan import EVALUATION_FILE, HISTORY_FILE, RAY_SNAPSHOT, RUN_CONFIG, scan
+from ecg_ray.report.scan import scan
 from ecg_ray.report.significance import Significance
 from ecg_ray.report.sweeps import results_section
+from ecg_ray.run_layout import EVALUATION_FILE, HISTORY_FILE, RAY_SNAPSHOT, RUN_CONFIG
 
 __all__ = ["EVALUATION_FILE", "HISTORY_FILE", "PUBLISHED", "RAY_SNAPSHOT", "RUN_CONFIG", "fmt_auc", "fmt_auc_ci",
            "fmt_mean_std", "md_table", "scan", "write_report"]

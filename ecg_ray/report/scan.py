@@ -14,16 +14,10 @@ import pandas as pd
 import yaml
 
 from ecg_ray.report.formatting import finite, reason
+from ecg_ray.run_layout import EVALUATION_FILE, HISTORY_FILE, RUN_CONFIG, committed_checkpoint_name
 
 RESULTS_NAMES = ("results.parquet", "results.csv")
 ROBUSTNESS_NAMES = ("robustness.parquet", "robustness.csv")
-EVALUATION_FILE = "evaluation.json"
-# Same names as ecg_ray.train.checkpoint.HISTORY_FILE and ecg_ray.train.trainer.RUN_CONFIG (a test
-# checks it); not imported because those modules pull in torch and the data store, and a report
-# must be cheap to build on a laptop that only has the result files.
-HISTORY_FILE = "history.json"
-RUN_CONFIG = "ecg_ray_config.yaml"
-RAY_SNAPSHOT = "checkpoint_manager_snapshot.json"
 
 
 @dataclass
@@ -147,14 +141,6 @@ def _load_history(path: Path) -> list[dict[str, Any]]:
     return history
 
 
-def _committed_checkpoint(run_dir: Path) -> str | None:
-    """The checkpoint Ray Train committed last (see checkpoint.committed_checkpoint_name)."""
-    try:
-        return str(json.loads((run_dir / RAY_SNAPSHOT).read_text())["latest_checkpoint_result"]["checkpoint_dir_name"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
 def _load_pretraining(run_dir: Path, histories: list[Path], skipped: list[tuple[Path, str]]) -> PretrainRun | None:
     loaded = []
     for path in histories:
@@ -165,7 +151,7 @@ def _load_pretraining(run_dir: Path, histories: list[Path], skipped: list[tuple[
     if not loaded:
         return None
     # Ray's committed checkpoint if known, else the longest history (as checkpoint.latest_checkpoint).
-    committed = _committed_checkpoint(run_dir)
+    committed = committed_checkpoint_name(run_dir)
     _, _, path, history = max(loaded, key=lambda item: (item[1] == committed, item[0], item[1]))
     method = encoder = None
     config_path = run_dir / RUN_CONFIG

@@ -21,13 +21,11 @@ import torch
 import ecg_ray
 from ecg_ray import storage
 from ecg_ray.errors import CheckpointError, EcgRayError
+
+# The run directory's file names and Ray's committed checkpoint: one torch-free definition the report shares.
+from ecg_ray.run_layout import HISTORY_FILE, RAY_SNAPSHOT, STATE_FILE, committed_checkpoint_name  # noqa: F401
 from ecg_ray.train.encoder_file import read_encoder_file
 from ecg_ray.train.formats import CHECKPOINT_FORMAT, ENCODER_FORMAT
-
-STATE_FILE = "state.pt"
-HISTORY_FILE = "history.json"
-# Ray Train's record of the checkpoints it committed (all workers reported), in the run directory.
-RAY_SNAPSHOT = "checkpoint_manager_snapshot.json"
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
@@ -39,6 +37,23 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
 
 def atomic_write_text(text: str, path: str | Path) -> None:
     storage.write_text(text, path)
+
+
+def training_state(config, fs: float, *, model: dict, optimizer: dict, scheduler: dict, scaler: dict | None,
+                   epoch: int, method_state: dict | None = None, best: dict | None = None) -> dict[str, Any]:
+    """The one layout of a checkpoint's ``state.pt``, for pretraining and downstream runs alike.
+
+    ``model``, ``optimizer``, ``scheduler``, ``scaler`` are state dicts (``scaler`` None without a grad
+    scaler), all of the same moment, which ``epoch`` names; ``method_state`` is a method's extra state
+    (SwAV's queue; none downstream); ``best`` is the run's best epoch by its validation metric
+    (``epoch``, ``metric``, ``value``, ``higher_is_better``, ``encoder`` weights), which
+    ``ecg-ray export --best`` reads; ``config`` is the run's :class:`ecg_ray.config.Config`.
+    """
+    from ecg_ray.config import to_dict
+
+    return {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler or {},
+            "method_state": method_state or {}, "epoch": int(epoch), "torch_rng": torch.get_rng_state(),
+            "config": to_dict(config), "fs": fs, "best": best}
 
 
 def save_checkpoint(directory: Path, state: dict[str, Any], history: list[dict]) -> None:
@@ -97,21 +112,6 @@ def read_ray_checkpoint(checkpoint, map_location="cpu") -> tuple[dict[str, Any],
 def load_history(directory: str | Path) -> list[dict]:
     path = storage.join(directory, HISTORY_FILE)
     return json.loads(storage.read_text(path)) if storage.exists(path) else []
-
-
-def committed_checkpoint_name(run_dir: str | Path) -> str | None:
-    """Name of the newest checkpoint Ray Train committed, from its snapshot; None if unknown.
-
-    A worker group interrupted between writing a checkpoint and every worker reporting it (a lost
-    node, an elastic resize) leaves that directory behind uncommitted; Ray resumes from the
-    committed one, so everything else that picks "the latest checkpoint" must do the same.
-    """
-    snapshot = storage.join(run_dir, RAY_SNAPSHOT)
-    try:
-        data = json.loads(storage.read_text(snapshot))
-        return str(data["latest_checkpoint_result"]["checkpoint_dir_name"])
-    except (storage.StorageError, ValueError, KeyError, TypeError):
-        return None
 
 
 def latest_checkpoint(run_dir: str | Path) -> str:

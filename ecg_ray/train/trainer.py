@@ -21,9 +21,8 @@ from ecg_ray import storage
 from ecg_ray.config import Config, from_dict, to_dict
 from ecg_ray.data.store import EcgStore
 from ecg_ray.errors import ConfigError, EcgRayError
+from ecg_ray.run_layout import RUN_CONFIG
 from ecg_ray.train import collapse
-
-RUN_CONFIG = "ecg_ray_config.yaml"
 
 logger = logging.getLogger(__name__)
 
