@@ -12,8 +12,14 @@ from ecg_ray.config import load_config
 from ecg_ray.data.store import EcgStore
 from ecg_ray.data.stream import cut
 from ecg_ray.methods import METHODS, build_method
+from ecg_ray.methods.base import synthetic_batch
 
-ENCODER = {"simclr": "xresnet1d50", "byol": "xresnet1d50", "swav": "xresnet1d50", "cpc": "cpc_4fc2lstm"}
+
+def encoder_for(name: str) -> str:
+    """A small encoder of the kind the method declares (registry: Method.encoder_output)."""
+    return "cpc_4fc2lstm" if METHODS[name].encoder_output == "sequence" else "xresnet1d50"
+
+
 EXTRA = {"swav": ["swav.prototypes=40", "swav.small_crops=1"], "cpc": ["cpc.prediction_steps=3"]}
 
 
@@ -26,7 +32,7 @@ def crops(ptbxl_store) -> torch.Tensor:
 
 
 def _method(name: str, *overrides: str):
-    config = load_config(overrides=[f"method.name={name}", f"model.encoder={ENCODER[name]}",
+    config = load_config(overrides=[f"method.name={name}", f"model.encoder={encoder_for(name)}",
                                     "train.batch_size=16", *EXTRA.get(name, []), *overrides])
     torch.manual_seed(0)
     method = build_method(config, fs=100.0)
@@ -42,7 +48,7 @@ def test_every_trainable_parameter_gets_a_gradient(name, crops):
     method = _method(name)
     method.on_epoch_start(5)  # past SwAV's frozen-prototype epoch
     x = crops[:, :, :250] if name != "cpc" else crops
-    out = method({"signal": x})
+    out = method(synthetic_batch(x, method.batch_fields))
     assert out["loss"].ndim == 0 and torch.isfinite(out["loss"])
     out["loss"].backward()
     method.after_backward()

@@ -11,6 +11,8 @@ import torch
 from ecg_ray.losses.cpc import cpc_infonce
 from ecg_ray.losses.ntxent import nt_xent
 from ecg_ray.losses.swav import sinkhorn, swav_loss
+from ecg_ray.methods import METHODS
+from ecg_ray.methods.base import synthetic_batch
 from ecg_ray.methods.embedding_stats import embedding_std
 from ecg_ray.train.collapse import COLLAPSE_EPOCHS, assess
 
@@ -52,7 +54,7 @@ def _method(name: str, *overrides: str):
     from ecg_ray.config import load_config
     from ecg_ray.methods import build_method
 
-    encoder = "cpc_4fc2lstm" if name == "cpc" else "xresnet1d50"
+    encoder = "cpc_4fc2lstm" if METHODS[name].encoder_output == "sequence" else "xresnet1d50"
     config = load_config(overrides=[f"method.name={name}", f"model.encoder={encoder}", "train.batch_size=8",
                                     *overrides])
     torch.manual_seed(0)
@@ -90,18 +92,18 @@ def test_byol_has_no_uniform_loss():
     assert _method("byol").uniform_loss(8, 1) is None
 
 
-@pytest.mark.parametrize("name", ["simclr", "byol", "swav", "cpc"])
+@pytest.mark.parametrize("name", sorted(METHODS))
 def test_training_forward_records_the_embedding_std_on_the_device(name):
     method = _method(name, *(["cpc.prediction_steps=3"] if name == "cpc" else []))
     x = torch.randn(8, 12, 250)
     method.train()
-    method({"signal": x})
+    method(synthetic_batch(x, method.batch_fields))
     recorded = method.embedding_std
     assert isinstance(recorded, torch.Tensor) and recorded.ndim == 0 and not recorded.requires_grad
     assert 0.0 < float(recorded) < 1.0 and method.embedding_dim > 0
     method.eval()
     with torch.no_grad():
-        method({"signal": x})
+        method(synthetic_batch(x, method.batch_fields))
     assert method.embedding_std is recorded  # validation batches leave the training figure alone
 
 

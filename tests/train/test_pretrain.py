@@ -18,8 +18,15 @@ def _pretrain(capsys, *args) -> dict:
     return run_json(capsys, "pretrain", *args)
 
 
+def _methods_with_smoke_jobs() -> list[str]:
+    """Every registered method that has its smoke job (jobs/smoke/<name>.yaml)."""
+    from ecg_ray.methods import methods
+
+    return [name for name in methods() if (JOBS / f"{name}.yaml").exists()]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["simclr", "byol", "swav", "cpc"])
+@pytest.mark.parametrize("method", _methods_with_smoke_jobs())
 def test_two_worker_pretraining_loss_falls(method, ray_session, ptbxl_store, tmp_path, capsys):
     summary = _pretrain(capsys, "--method", method, "--store", ptbxl_store, "--config", JOBS / f"{method}.yaml",
                         "--workers", 2, "--output", tmp_path)

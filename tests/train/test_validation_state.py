@@ -13,9 +13,15 @@ from ecg_ray.data.sources.base import Record
 from ecg_ray.data.store import EcgStore
 from ecg_ray.data.store_writer import StoreWriter
 from ecg_ray.methods import METHODS, build_method
+from ecg_ray.methods.base import synthetic_batch
 from ecg_ray.train.pretrain import _validation
 
-ENCODER = {"simclr": "xresnet1d50", "byol": "xresnet1d50", "swav": "xresnet1d50", "cpc": "cpc_4fc2lstm"}
+
+def encoder_for(name: str) -> str:
+    """A small encoder of the kind the method declares (registry: Method.encoder_output)."""
+    return "cpc_4fc2lstm" if METHODS[name].encoder_output == "sequence" else "xresnet1d50"
+
+
 # SwAV with its queue already in use (epoch >= queue_start_epoch), so validation could push into it.
 EXTRA = {"swav": ["swav.prototypes=20", "swav.queue_batches=2", "swav.queue_start_epoch=0"],
          "cpc": ["cpc.prediction_steps=[4]", "cpc.num_negatives=8"]}
@@ -43,7 +49,7 @@ def _snapshot(method) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_validation_does_not_change_training_state(name, ray_session, noisy_store):
-    config = load_config(overrides=[f"method.name={name}", f"model.encoder={ENCODER[name]}", "data.crop=200",
+    config = load_config(overrides=[f"method.name={name}", f"model.encoder={encoder_for(name)}", "data.crop=200",
                                     "train.batch_size=8", "train.probe=false", *EXTRA.get(name, [])])
     torch.manual_seed(0)
     method = build_method(config, fs=100.0)
@@ -52,7 +58,7 @@ def test_validation_does_not_change_training_state(name, ray_session, noisy_stor
     method.on_epoch_start(3)
     method.train()
     with torch.no_grad():  # a training forward first: SwAV's queue holds real entries, BN has moved
-        method({"signal": torch.randn(8, 12, 200)})
+        method(synthetic_batch(torch.randn(8, 12, 200), method.batch_fields))
     before = _snapshot(method)
     val_idx = np.arange(32)
     metrics = _validation(config, method, method, noisy_store, val_idx, per_worker=8, world=1, rank=0,
