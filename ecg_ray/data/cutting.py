@@ -1,4 +1,6 @@
-"""Cutting crops and windows out of a store's ``signals`` array: numpy only, no Ray.
+"""Cutting crops out of a store's ``signals`` array: numpy only, no Ray.
+
+(Where evaluation windows start, and cutting them from whole records, is :mod:`ecg_ray.data.windows`.)
 
 Two readers feed the cutters:
 
@@ -53,13 +55,6 @@ def random_crop_starts(lengths: np.ndarray, crop: int, rng: np.random.Generator,
     """Uniform crop starts in [0, length - crop] for each record (repeated ``per_record`` times)."""
     span = np.repeat(lengths - crop + 1, per_record)
     return np.floor(rng.random(span.shape[0]) * span).astype(np.int64)
-
-
-def window_starts(length: int, window: int, stride: int) -> np.ndarray:
-    """Starts of the sliding windows of one record (a 10 s record at 100 Hz: 7 windows)."""
-    if length < window:
-        return np.zeros(0, dtype=np.int64)
-    return np.arange(0, length - window + 1, stride, dtype=np.int64)
 
 
 def cut(signal: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:

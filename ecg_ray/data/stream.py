@@ -15,7 +15,8 @@ A read task carries only its own slice of the plan (not the whole corpus), so pl
 shipping an epoch costs O(records) in all, not O(records x tasks).
 
 Evaluation windows (:func:`eval_windows`) are read in store order: every window of every record,
-tagged with ``record_index`` and ``window_index`` for per-record averaging.
+tagged with ``record_index`` and ``window_index`` for per-record averaging, cut by the same
+function as evaluation and the online probe (:mod:`ecg_ray.data.windows`).
 
 Both streams check what they read (:mod:`ecg_ray.data.integrity`): a chunk whose bytes differ from
 the manifest's checksum, or NaN/inf samples, stop the read task with a one-line StoreError naming
@@ -34,14 +35,13 @@ import numpy as np
 
 from ecg_ray.data.cutting import (
     MAPPED_CHUNKS,
-    cut,
+    cut,  # noqa: F401  (re-exported)
     cut_raw_chunks,
     cut_through_zarr,
     random_crop_starts,
     raw_chunk_count,
     raw_chunk_layout,
     read_span,
-    window_starts,
 )
 from ecg_ray.data.sampling import (  # noqa: F401  (re-exported: the stream's public API)
     StorePart,
@@ -52,6 +52,7 @@ from ecg_ray.data.sampling import (  # noqa: F401  (re-exported: the stream's pu
     stratified_subset,
 )
 from ecg_ray.data.store import DEFAULT_CHUNK_SAMPLES, EcgStore
+from ecg_ray.data.windows import cut_span_windows, window_counts, window_starts  # noqa: F401  (window_starts re-exported)
 from ecg_ray.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -141,14 +142,10 @@ def _read_windows(spec: _ReadSpec, task: int, part_ids, indices, offsets, length
     from ray.data.block import BlockAccessor
 
     signal, rel = read_span(spec.stores[0], offsets, lengths, spec.versions[0], verify=spec.verify)
-    per = [window_starts(int(n), spec.width, spec.stride) for n in lengths]
-    row_record = np.repeat(np.arange(len(indices)), [len(p) for p in per])
-    starts = np.concatenate([r + p for r, p in zip(rel, per, strict=True)]) if per else np.zeros(0, int)
-    batch = {"signal": cut(signal, starts, spec.width),
-             "record_index": indices[row_record].astype(np.int64),
-             "window_index": np.concatenate([np.arange(len(p)) for p in per]).astype(np.int64)}
+    windows = cut_span_windows(signal, rel, lengths, indices, spec.width, spec.stride)
+    batch = {"signal": windows.signal, "record_index": windows.record_index, "window_index": windows.window_index}
     if labels is not None:
-        batch["labels"] = labels[row_record].astype(np.float32)
+        batch["labels"] = np.repeat(labels, window_counts(lengths, spec.width, spec.stride), axis=0).astype(np.float32)
     return BlockAccessor.batch_to_block(batch)
 
 

@@ -17,26 +17,23 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ecg_ray.data.cutting import cut
 from ecg_ray.data.records import read_records
 from ecg_ray.data.store import EcgStore
-from ecg_ray.data.stream import cut, window_starts
+from ecg_ray.data.windows import cut_windows
 from ecg_ray.evaluation.aggregate import average_per_record
 from ecg_ray.evaluation.metrics import macro_auc
 
 
-def _windows(store: EcgStore, indices: np.ndarray, window: int, stride: int, random_crop: bool,
-             rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Crops (one random per record) or all sliding windows, with the record each came from."""
+def _random_crops(store: EcgStore, indices: np.ndarray, window: int,
+                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One random crop per record of at least ``window`` samples, with the record each came from."""
     signals, owners = [], []
     for i, record in zip(indices, read_records(store, indices), strict=True):
         if len(record) < window:
             continue
-        if random_crop:
-            starts = rng.integers(0, len(record) - window + 1, size=1)
-        else:
-            starts = window_starts(len(record), window, stride)
-        signals.append(cut(record, starts, window))
-        owners.append(np.full(len(starts), i))
+        signals.append(cut(record, rng.integers(0, len(record) - window + 1, size=1), window))
+        owners.append(np.full(1, i))
     return np.concatenate(signals), np.concatenate(owners)
 
 
@@ -72,9 +69,10 @@ def probe_windows(store: EcgStore, train_idx: np.ndarray, val_idx: np.ndarray, *
             train_idx = np.sort(rng.choice(train_idx, max_records, replace=False))
         if len(val_idx) > max_records:
             val_idx = np.sort(rng.choice(val_idx, max_records, replace=False))
-        x_train, own_train = _windows(store, train_idx, window, stride, True, rng)
-        x_val, own_val = _windows(store, val_idx, window, stride, False, rng)
-        _CACHE[key] = ProbeWindows(x_train, own_train, x_val, own_val)
+        x_train, own_train = _random_crops(store, train_idx, window, rng)
+        # the validation records are scored as evaluation scores them: all sliding windows, averaged
+        val = cut_windows(read_records(store, val_idx), val_idx, window, stride)
+        _CACHE[key] = ProbeWindows(x_train, own_train, val.signal, val.record_index)
     return _CACHE[key]
 
 

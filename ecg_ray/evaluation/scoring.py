@@ -20,7 +20,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from ecg_ray.data.cutting import cut, window_starts
 from ecg_ray.data.records import read_records
 from ecg_ray.data.store import EcgStore
 from ecg_ray.errors import ConfigError
@@ -31,6 +30,7 @@ def predict_records(model: nn.Module, store: EcgStore, indices: np.ndarray, *, w
                     device, noise: tuple[str, float] | None = None, noise_seed: int = 0, mains_hz: float = 50.0,
                     batch_windows: int = 1024) -> tuple[np.ndarray, np.ndarray]:
     """Sigmoid outputs of sliding windows averaged per record -> (records, (n_records, L))."""
+    from ecg_ray.data.windows import cut_windows
     from ecg_ray.evaluation.aggregate import average_per_record
     from ecg_ray.evaluation.noise import add_noise, record_power
 
@@ -38,22 +38,17 @@ def predict_records(model: nn.Module, store: EcgStore, indices: np.ndarray, *, w
     records, outputs = [], []
     chunk = max(1, batch_windows // 8)
     for start in range(0, len(indices), chunk):
-        windows, owners = [], []
-        powers = {}
         block = indices[start:start + chunk]
-        for i, signal in zip(block, read_records(store, block), strict=True):
-            starts = window_starts(len(signal), window, stride)
-            if len(starts) == 0:
-                continue
-            windows.append(cut(signal, starts, window))
-            owners.append(np.full(len(starts), int(i)))
-            if noise is not None:
-                powers[int(i)] = record_power(signal)
-        if not windows:
+        signals = read_records(store, block)
+        windows = cut_windows(signals, block, window, stride)
+        if not len(windows):
             continue
-        x, owner = np.concatenate(windows), np.concatenate(owners)
+        x, owner = windows.signal, windows.record_index
         if noise is not None:
-            x = add_noise(x, owner, powers, noise[0], noise[1], fs=store.fs, seed=noise_seed, mains=mains_hz)
+            powers = {int(i): record_power(signal) for i, signal in zip(block, signals, strict=True)
+                      if len(signal) >= window}  # the records that have windows
+            x = add_noise(x, owner, powers, noise[0], noise[1], fs=store.fs, seed=noise_seed, mains=mains_hz,
+                          window_ordinal=windows.window_index)
         probs = torch.cat([torch.sigmoid(model(torch.from_numpy(np.ascontiguousarray(x[k:k + batch_windows],
                                                                                       dtype=np.float32)).to(device)).float()).cpu()
                            for k in range(0, len(x), batch_windows)]).numpy()

@@ -84,14 +84,14 @@ class CPC(Method):
 
     def __init__(self, config, encoder, fs):
         super().__init__(config, encoder, fs)
-        if not hasattr(encoder, "encode") or not hasattr(encoder, "context"):
+        if getattr(encoder, "output", None) != "sequence":  # the encoder declares it (ecg_ray.models.registry)
             raise ConfigError(f"method cpc needs a sequence encoder (model.encoder=cpc_4fc2lstm), "
                               f"got {type(encoder).__name__}")
         c = self.c = self.settings
         self.steps = normalise_steps(c.prediction_steps)
         # Checked here, not at the first batch: a step that no crop can reach would otherwise only
         # show up after Ray has started the workers and read the data.
-        downsample = int(getattr(encoder, "downsample", 1))
+        downsample = int(encoder.downsample)
         length = math.ceil(config.data.crop / downsample)
         self._check_length(length, f"data.crop={config.data.crop} samples give {length} latent steps "
                                    f"(encoder downsample {downsample})")

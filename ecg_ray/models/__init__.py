@@ -1,68 +1,67 @@
-"""Encoders and heads (pure torch, no Ray) with a name registry for the configuration.
+"""Encoders and heads (pure torch, no Ray), encoders registered by name for the configuration.
 
-Every encoder takes (B, in_channels, T) and offers ``forward`` -> (B, feature_dim) pooled
-window features, ``forward_features`` -> (B, C, T') per-time-step features, and the attributes
-``feature_dim`` and ``downsample`` (T' = ceil(T / downsample)).
+Every encoder is an :class:`Encoder` (see :mod:`ecg_ray.models.registry` for what it declares):
+it takes (B, in_channels, T) and offers ``forward`` -> (B, feature_dim) pooled window features,
+``forward_features`` -> (B, C, T') per-time-step features, the attributes ``feature_dim`` and
+``downsample`` (T' = ceil(T / downsample)), ``output``, and ``parameter_groups()`` for
+discriminative learning rates. Adding an encoder is adding its file here with a
+``@register_encoder("name")`` factory.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from torch import nn
-
-from ecg_ray.errors import ConfigError
-from ecg_ray.models.cpc_net import CPCEncoder, cpc_4fc2lstm
-from ecg_ray.models.heads import CPCClassifierHead, LinearHead, MLPHead, build_head
-from ecg_ray.models.xresnet1d import (
+# The reference-width xresnet1d encoders register first: they are the defaults, so results compare
+# with the paper, and registration order is the order names are listed in.
+from ecg_ray.models.xresnet1d import (  # isort: skip
     XResNet1d,
     xresnet1d50,
     xresnet1d50_standard,
     xresnet1d101,
     xresnet1d101_standard,
 )
+from ecg_ray.models.cpc_net import CPCEncoder, cpc_4fc2lstm  # isort: skip
+from ecg_ray.models.heads import CPCClassifierHead, LinearHead, MLPHead, build_head
+from ecg_ray.models.registry import (
+    ENCODER_OUTPUTS,
+    ENCODERS,
+    Encoder,
+    EncoderInfo,
+    build_encoder,
+    discover,
+    encoder_info,
+    encoder_output,
+    encoders,
+    register_encoder,
+)
 
-ENCODERS: dict[str, Callable[..., nn.Module]] = {
-    # reference widths first: they are the defaults so results compare with the paper
-    "xresnet1d50": xresnet1d50,
-    "xresnet1d101": xresnet1d101,
-    "xresnet1d50_standard": xresnet1d50_standard,
-    "xresnet1d101_standard": xresnet1d101_standard,
-    "cpc_4fc2lstm": cpc_4fc2lstm,
-}
+discover()  # every other encoder file of this package registers itself now
 
 
 def encoder_names() -> list[str]:
-    """Registered encoder names, in registry order."""
-    return list(ENCODERS)
-
-
-def encoder_output(name: str) -> str:
-    """What encoder ``name`` gives a method: "pooled" or "sequence" (built on the meta device: no memory)."""
-    import torch
-
-    with torch.device("meta"):
-        return getattr(build_encoder(name), "output", "pooled")
-
-
-def build_encoder(name: str, in_channels: int = 12, **kwargs) -> nn.Module:
-    """Build a registered encoder; an unknown name raises ConfigError listing the valid names."""
-    try:
-        factory = ENCODERS[name]
-    except KeyError:
-        raise ConfigError(f"unknown encoder {name!r}; valid names: {', '.join(encoder_names())}") from None
-    return factory(in_channels=in_channels, **kwargs)
+    """Registered encoder names, in registration order."""
+    return list(encoders())
 
 
 __all__ = [
     "ENCODERS",
+    "ENCODER_OUTPUTS",
     "CPCClassifierHead",
     "CPCEncoder",
+    "Encoder",
+    "EncoderInfo",
     "LinearHead",
     "MLPHead",
     "XResNet1d",
     "build_encoder",
     "build_head",
+    "cpc_4fc2lstm",
+    "encoder_info",
     "encoder_names",
     "encoder_output",
+    "encoders",
+    "register_encoder",
+    "xresnet1d50",
+    "xresnet1d50_standard",
+    "xresnet1d101",
+    "xresnet1d101_standard",
 ]

@@ -11,13 +11,19 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ecg_ray.models.registry import Encoder, register_encoder
 
-class CPCEncoder(nn.Module):
+
+class CPCEncoder(Encoder):
     """4FC+2LSTM CPC network: ``forward`` (B, C_in, T) -> (B, 3 * hidden) pooled window features."""
-
 
     #: what the encoder gives methods: ``encode`` (B, T, C) latents per time step and ``context``
     output = "sequence"
+    #: the reference fine-tunes the LSTM at lr x factor and the per-step layers at lr x factor^2
+    grouped_finetuning = True
+    #: the paper's downstream head on the 1536-d features (BN, dropout, 512 hidden)
+    finetune_head = "mlp"
+
     def __init__(self, in_channels: int = 12, hidden: int = 512, lstm_layers: int = 2, fc_layers: int = 4):
         super().__init__()
         layers: list[nn.Module] = []
@@ -37,9 +43,9 @@ class CPCEncoder(nn.Module):
         self.feature_dim = 3 * hidden
         self.downsample = 1
 
-    def layer_groups(self) -> list[nn.Module]:
-        """Layer groups from the input up (discriminative learning rates): the per-step layers, the LSTM."""
-        return [self.encoder, self.lstm]
+    def parameter_groups(self) -> list[nn.Module]:
+        """Layer groups from the head down (discriminative learning rates): the LSTM, the per-step layers."""
+        return [self.lstm, self.encoder]
 
     def encode(self, x: Tensor) -> Tensor:
         """(B, C_in, T) -> z (B, T, hidden)."""
@@ -62,6 +68,7 @@ class CPCEncoder(nn.Module):
         return torch.cat([c.amax(dim=1), c.mean(dim=1), c[:, -1]], dim=1)
 
 
+@register_encoder("cpc_4fc2lstm")
 def cpc_4fc2lstm(in_channels: int = 12, **kwargs) -> CPCEncoder:
     """The paper's CPC network: 4 kernel-1 conv layers (512) + 2-layer LSTM (512), 1536-d features."""
     return CPCEncoder(in_channels=in_channels, **kwargs)

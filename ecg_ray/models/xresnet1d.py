@@ -21,6 +21,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from ecg_ray.models.registry import Encoder, register_encoder
+
 REFERENCE_WIDTHS = (64, 64, 64, 64)
 STANDARD_WIDTHS = (64, 128, 256, 512)
 EXPANSION = 4
@@ -86,11 +88,12 @@ class AdaptiveAvgPool1dFlat(nn.Module):
         return x.mean(dim=-1)
 
 
-class XResNet1d(nn.Module):
+class XResNet1d(Encoder):
     """xresnet1d encoder: ``forward`` (B, C_in, T) -> (B, feature_dim) pooled window features."""
 
-    #: what the encoder gives methods: pooled (B, feature_dim) features (see ecg_ray.methods.registry)
+    #: what the encoder gives methods: pooled (B, feature_dim) features (see ecg_ray.models.registry)
     output = "pooled"
+    finetune_head = "linear"
 
     def __init__(
         self,
@@ -141,9 +144,9 @@ class XResNet1d(nn.Module):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
-    def layer_groups(self) -> list[nn.Module]:
-        """Layer groups from the input up (discriminative learning rates): the stem, then each stage."""
-        return [self.stem, *self.stages]
+    def parameter_groups(self) -> list[nn.Module]:
+        """Layer groups from the head down (discriminative learning rates): each stage, last first, then the stem."""
+        return [*reversed(self.stages), self.stem]
 
     def forward_features(self, x: Tensor) -> Tensor:
         """(B, C_in, T) -> (B, out_channels, ceil(T / downsample)) per-time-step features."""
@@ -153,21 +156,25 @@ class XResNet1d(nn.Module):
         return self.pool(self.forward_features(x))
 
 
+@register_encoder("xresnet1d50")
 def xresnet1d50(in_channels: int = 12, **kwargs) -> XResNet1d:
     """Reference-width xresnet1d50 (the paper's encoder): 512-d features, ~0.886 M params."""
     return XResNet1d([3, 4, 6, 3], REFERENCE_WIDTHS, in_channels=in_channels, **kwargs)
 
 
+@register_encoder("xresnet1d101")
 def xresnet1d101(in_channels: int = 12, **kwargs) -> XResNet1d:
     """Reference-width xresnet1d101: 512-d features, ~1.80 M params."""
     return XResNet1d([3, 4, 23, 3], REFERENCE_WIDTHS, in_channels=in_channels, **kwargs)
 
 
+@register_encoder("xresnet1d50_standard")
 def xresnet1d50_standard(in_channels: int = 12, **kwargs) -> XResNet1d:
     """ImageNet-width xresnet1d50 (64/128/256/512 x 4): 2048 channels, 4096-d concat-pooled features."""
     return XResNet1d([3, 4, 6, 3], STANDARD_WIDTHS, in_channels=in_channels, **kwargs)
 
 
+@register_encoder("xresnet1d101_standard")
 def xresnet1d101_standard(in_channels: int = 12, **kwargs) -> XResNet1d:
     """ImageNet-width xresnet1d101 (64/128/256/512 x 4): 2048 channels, 4096-d concat-pooled features."""
     return XResNet1d([3, 4, 23, 3], STANDARD_WIDTHS, in_channels=in_channels, **kwargs)

@@ -2,6 +2,9 @@
 
 * :class:`Classifier` wraps an encoder and a head; a frozen encoder keeps its BatchNorm in eval
   mode (the linear protocol) and can be unfrozen between training phases.
+* :class:`MultiLabelObjective` is the classifier's training objective in the shape the shared
+  step (:func:`ecg_ray.train.step.training_step`) takes, so downstream trains through the same step
+  as pretraining.
 * :func:`build_classifier` loads the encoder from an exported file or a pretraining run.
 * :func:`parameter_groups` gives the head ``lr`` and the encoder discriminative rates, either one
   factor on the whole encoder (``eval.discriminative_groups: encoder``) or the reference's
@@ -56,6 +59,33 @@ class Classifier(nn.Module):
         return self.head(self.encoder(x))
 
 
+class MultiLabelObjective:
+    """Multi-label BCE of a classifier's logits, as the shared training step expects an objective.
+
+    ``objective(batch)`` gives ``{"loss": ...}`` for a batch with ``signal`` and ``labels``, like a
+    pretraining method, and it has a method's step hooks (none does anything here). ``network`` is
+    the classifier or its DDP wrapper (each fine-tuning phase wraps anew, so each gets its objective).
+    """
+
+    batch_fields = ("labels",)
+
+    def __init__(self, network: nn.Module):
+        self.network = network
+
+    def __call__(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        logits = self.network(batch["signal"])  # under the step's autocast: train.precision
+        # The loss itself in fp32 whatever the forward ran in (autocast off for it).
+        with torch.autocast(logits.device.type, enabled=False):
+            loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), batch["labels"].float())
+        return {"loss": loss}
+
+    def after_backward(self) -> None:
+        """No gradient to edit between backward and step (SwAV freezes its prototypes here)."""
+
+    def after_optimizer_step(self, global_step: int) -> None:
+        """No teacher to follow the weights (BYOL updates its EMA here)."""
+
+
 def pretraining_method(config: Config) -> str | None:
     """The self-supervised method behind eval.encoder / eval.pretrained (None for random init)."""
     from ecg_ray.train.checkpoint import latest_checkpoint, load_state
@@ -104,7 +134,7 @@ def build_classifier(config: Config, n_labels: int, map_location="cpu") -> Class
         encoder.load_state_dict(weights)
     kind = config.eval.head
     if kind == "auto":
-        kind = "mlp" if (name == "cpc_4fc2lstm" and mode != "linear") else "linear"
+        kind = "linear" if mode == "linear" else encoder.finetune_head  # each encoder declares its head
     head = build_head(kind, encoder.feature_dim, n_labels)
     classifier = Classifier(encoder, head, freeze_encoder=mode == "linear")
     classifier.encoder_name = name
@@ -130,19 +160,18 @@ def init_head_bias(model: Classifier, labels: np.ndarray) -> None:
 
 
 def encoder_layer_groups(encoder: nn.Module) -> list[nn.Module]:
-    """The encoder's layer groups from the input side up: its own ``layer_groups()`` (each encoder
-    says), else its direct children that hold parameters. Parameters outside every group join the
-    group nearest the head (see :func:`parameter_groups`), so none is left untrained."""
-    if hasattr(encoder, "layer_groups"):
-        return list(encoder.layer_groups())
-    return [child for child in encoder.children() if any(True for _ in child.parameters())]
+    """The encoder's layer groups from the head down, as it declares them (``Encoder.parameter_groups``).
+    Parameters outside every group join the group nearest the head (see :func:`parameter_groups`),
+    so none is left untrained."""
+    return list(encoder.parameter_groups())
 
 
 def parameter_groups(model: Classifier, config: Config, lr: float | None = None) -> list[dict[str, Any]]:
     """Optimizer groups: the head at ``lr`` (default optim.lr), a trainable encoder at discriminative rates.
 
-    ``encoder`` rule: the whole encoder at lr x factor, except the CPC network, whose LSTM gets
-    lr x factor and per-step layers lr x factor^2 (the reference's CPC fine-tuning). ``layer_groups``
+    ``encoder`` rule: the whole encoder at lr x factor, except an encoder that declares
+    ``grouped_finetuning`` (the CPC network, whose LSTM gets lr x factor and per-step layers
+    lr x factor^2: the reference's CPC fine-tuning). ``layer_groups``
     rule: the k-th layer group below the head (k = 1 nearest the head) at lr x factor^k.
     Weight decay skips biases and normalisation parameters (see :func:`ecg_ray.optim.parameter_groups`).
     """
@@ -158,14 +187,14 @@ def parameter_groups(model: Classifier, config: Config, lr: float | None = None)
     if model.freeze_encoder:
         return groups
     encoder = model.encoder
-    layered = rule == "layer_groups" or (hasattr(encoder, "lstm") and hasattr(encoder, "encoder"))
+    layered = rule == "layer_groups" or encoder.grouped_finetuning
     if factor == 1.0 or not layered:
         return groups + [{**g, "lr": lr * factor} for g in decay_groups(encoder, wd)]
     parts = encoder_layer_groups(encoder)
     if rule == "encoder":
-        parts = parts[-2:]  # CPC: per-step layers x factor^2, LSTM x factor
+        parts = parts[:2]  # CPC: LSTM x factor, per-step layers x factor^2
     seen: set[int] = set()
-    for depth, module in enumerate(reversed(parts), start=1):
+    for depth, module in enumerate(parts, start=1):
         params = [p for p in module.parameters() if p.requires_grad and id(p) not in seen]
         seen.update(id(p) for p in params)
         groups += [{**g, "lr": lr * factor ** depth} for g in _decay_groups_of(module, params, wd, decay_groups)]

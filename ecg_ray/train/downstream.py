@@ -9,6 +9,12 @@ restarts from the first phase's best epoch with a new optimizer, and selection r
 supervised trains the same network from random initialisation (the baseline every comparison needs).
 The network and its learning rates are in :mod:`ecg_ray.train.classifier`, test scoring in
 :mod:`ecg_ray.evaluation.scoring`.
+
+Training runs through pretraining's machinery (:mod:`ecg_ray.train.step`): the same step function,
+the optimizer ``optim.name`` builds (over the discriminative parameter groups), ``train.precision``,
+the once-per-epoch finite-loss check on the mean over workers, and the checkpoint layout of
+:func:`ecg_ray.train.checkpoint.training_state` (the selected epoch's model, optimizer, scheduler and
+scaler states, and its ``best`` record).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ecg_ray.config import Config, to_dict
+from ecg_ray.config import Config
 from ecg_ray.data.sampling import split_too_short, stratified_subset
 from ecg_ray.data.store import EcgStore
 from ecg_ray.data.stream import select_records, train_crops
@@ -33,12 +39,14 @@ from ecg_ray.evaluation.predictions import PREDICTIONS_FILE, Predictions, save_p
 from ecg_ray.evaluation.scoring import predict_records, score
 from ecg_ray.train.classifier import (  # noqa: F401  (re-exported for ecg_ray.train.trainer)
     MODES,
+    MultiLabelObjective,
     build_classifier,
     init_head_bias,
     load_encoder_weights,
     parameter_groups,
     pretraining_method,
 )
+from ecg_ray.train.step import training_step
 
 EVALUATION_FILE = "evaluation.json"
 
@@ -87,34 +95,39 @@ def plan_phases(config: Config) -> list[Phase]:
     return [Phase(e.mode, 0, total, e.mode != "linear", config.optim.lr)]
 
 
+def _cpu_copy(value):
+    """A copy on the CPU of a state dict (nested dicts / lists of tensors and plain values): the kept
+    best epoch must not follow later steps."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: _cpu_copy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_cpu_copy(v) for v in value)
+    return value
+
+
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """A copy of the model's state on the CPU (the kept best epoch must not follow later steps)."""
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    """A copy of the model's state on the CPU."""
+    return _cpu_copy(model.state_dict())
 
 
-def _train_epoch(wrapped, dataset, optimizer, scheduler, loss_fn, per_worker: int, steps: int, device,
-                 autocast, scaler) -> tuple[float, int]:
-    """(summed loss, steps) of one epoch in ``train.precision``; the loss is read back once, at the end."""
+def _train_epoch(objective: MultiLabelObjective, batches, optimizer, scheduler, steps: int, device, autocast,
+                 scaler, global_step: int = 0) -> tuple[torch.Tensor, int]:
+    """(summed loss on the device, steps taken) of one epoch through the shared step (``training_step``).
+
+    ``batches`` yields dicts with ``signal`` and ``labels``; the loss is summed on the device and read
+    back once per epoch by the caller (reading it each step would stall a GPU). ``global_step`` is the
+    number of steps before this epoch.
+    """
     total, done = torch.zeros((), device=device), 0
-    for batch in dataset.iter_torch_batches(batch_size=per_worker, drop_last=True, device=device,
-                                            pin_memory=device.type == "cuda"):
-        with autocast():
-            logits = wrapped(batch["signal"])
-        loss = loss_fn(logits.float(), batch["labels"].float())  # the loss itself in fp32
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
-        scheduler.step()
-        total += loss.detach()
+    for batch in batches:
+        total += training_step(objective, objective, batch, optimizer, scheduler, autocast, scaler,
+                               global_step + done + 1)
         done += 1
-        if done >= steps:
+        if done >= steps:  # stop before fetching a batch that would not be used
             break
-    return float(total), done
+    return total, done
 
 
 def downstream_worker(loop_config: dict[str, Any]) -> None:
@@ -122,10 +135,9 @@ def downstream_worker(loop_config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
-    from ecg_ray.optim import warmup_cosine
-    from ecg_ray.train.checkpoint import save_checkpoint
-    from ecg_ray.train.pretrain import worker_setup
-    from ecg_ray.train.step import check_epoch_loss, precision_context
+    from ecg_ray.train.checkpoint import save_checkpoint, training_state
+    from ecg_ray.train.pretrain import method_batches, worker_setup
+    from ecg_ray.train.step import build_optimization, check_epoch_loss, epoch_means, precision_context
 
     config, rank, world, device, store = worker_setup(loop_config)
     label_set = config.data.label_set
@@ -142,12 +154,13 @@ def downstream_worker(loop_config: dict[str, Any]) -> None:
     if config.eval.head_bias_init == "prior":
         init_head_bias(model, store.label_matrix(label_set)[train_idx])
     model = model.to(device)
-    loss_fn = nn.BCEWithLogitsLoss()
     autocast, scaler = precision_context(config.train.precision, device)  # one scaler for both phases
     history: list[dict[str, Any]] = []
     phases = plan_phases(config)
     phase_summaries = []
     best_auc, best_epoch, best_state = -1.0, -1, None
+    best_training: dict[str, Any] = {}  # optimizer, scheduler and scaler states of the selected epoch
+    global_step = 0
     for phase in phases:
         if best_state is not None:
             # Restart from the previous phase's best epoch (rank 0 holds it; wrapping below broadcasts it).
@@ -157,10 +170,10 @@ def downstream_worker(loop_config: dict[str, Any]) -> None:
         # construction, so each phase gets its own wrapper.
         model.set_encoder_trainable(phase.train_encoder)
         wrapped = model if world == 1 else ray.train.torch.prepare_model(model)
-        optimizer = torch.optim.AdamW(parameter_groups(model, config, lr=phase.lr), lr=phase.lr,
-                                      betas=tuple(config.optim.betas))
-        scheduler = warmup_cosine(optimizer, int(round(config.optim.warmup_epochs * steps)), steps * phase.epochs,
-                                  config.optim.min_lr_ratio, config.optim.schedule)
+        objective = MultiLabelObjective(wrapped)
+        # optim.name over the discriminative groups (each with its lr), scheduled over this phase's epochs
+        optimizer, scheduler = build_optimization(config, parameter_groups(model, config, lr=phase.lr), steps,
+                                                  epochs=phase.epochs, lr=phase.lr)
         for epoch in range(phase.first_epoch, phase.first_epoch + phase.epochs):
             model.train()
             dataset, _ = train_crops(store, train_idx, crop=config.data.crop, seed=config.seed, epoch=epoch,
@@ -168,10 +181,13 @@ def downstream_worker(loop_config: dict[str, Any]) -> None:
                                      records_per_task=config.data.records_per_task, shuffle=config.data.shuffle,
                                      shuffle_block=config.data.shuffle_block)
             start = time.perf_counter()
-            total, done = _train_epoch(wrapped, dataset, optimizer, scheduler, loss_fn, per_worker, steps, device,
-                                       autocast, scaler)
-            check_epoch_loss(total / max(1, done), epoch)
-            metrics = {"epoch": epoch, "phase": phase.name, "loss": total / max(1, done),
+            batches = method_batches(dataset, per_worker, device, objective.batch_fields)
+            total, done = _train_epoch(objective, batches, optimizer, scheduler, steps, device, autocast, scaler,
+                                       global_step)
+            global_step += done
+            (mean_loss,) = epoch_means(total, done, world)  # the same on every worker: all stop together
+            check_epoch_loss(mean_loss, epoch)
+            metrics = {"epoch": epoch, "phase": phase.name, "loss": mean_loss,
                        "lr": float(scheduler.get_last_lr()[0]),
                        "samples_per_s": done * per_worker * world / (time.perf_counter() - start)}
             if rank == 0:
@@ -182,12 +198,14 @@ def downstream_worker(loop_config: dict[str, Any]) -> None:
                 if val["macro_auc"] > best_auc:  # model selection by validation macro AUC
                     best_auc, best_epoch = val["macro_auc"], epoch
                     best_state = _cpu_state(model)
+                    best_training = _training_states(optimizer, scheduler, scaler)
             history.append(metrics)
             if epoch < config.train.epochs - 1:
                 ray.train.report(metrics)
         if rank == 0 and best_state is None:  # no scorable validation label: keep the phase's last epoch
             best_auc, best_epoch = float("nan"), phase.first_epoch + phase.epochs - 1
             best_state = _cpu_state(model)
+            best_training = _training_states(optimizer, scheduler, scaler)
         phase_summaries.append({"phase": phase.name, "first_epoch": phase.first_epoch, "epochs": phase.epochs,
                                 "lr": phase.lr, "train_encoder": phase.train_encoder,
                                 "best_epoch": best_epoch, "val_macro_auc": best_auc})
@@ -208,14 +226,26 @@ def downstream_worker(loop_config: dict[str, Any]) -> None:
                           "test_macro_auc_ci_low": evaluation["test_macro_auc_ci"][0],
                           "test_macro_auc_ci_high": evaluation["test_macro_auc_ci"][1],
                           "labels_scored": evaluation["labels_scored"]})
-            state = {"model": model.state_dict(), "epoch": best_epoch, "config": to_dict(config), "fs": store.fs,
-                     "optimizer": {}, "scheduler": {}, "scaler": {}, "method_state": {},
-                     "torch_rng": torch.get_rng_state()}
+            # The checkpoint layout of pretraining: the selected epoch's model with its optimizer, scheduler
+            # and scaler states, and its best record (what `ecg-ray export --best` reads).
+            best = None
+            if np.isfinite(best_auc):
+                prefix = "encoder."
+                best = {"epoch": best_epoch, "metric": "val_macro_auc", "value": float(best_auc),
+                        "higher_is_better": True,
+                        "encoder": {k[len(prefix):]: v for k, v in best_state.items() if k.startswith(prefix)}}
+            state = training_state(config, store.fs, model=best_state, epoch=best_epoch, best=best, **best_training)
             save_checkpoint(tmp, state, history)
             (Path(tmp) / EVALUATION_FILE).write_text(json.dumps(evaluation, indent=1))
             save_predictions(Path(tmp) / PREDICTIONS_FILE, predictions)
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
         ray.train.report(final, checkpoint=checkpoint)
+
+
+def _training_states(optimizer, scheduler, scaler) -> dict[str, Any]:
+    """CPU copies of the optimizer, scheduler and grad scaler states (``training_state``'s keywords)."""
+    return {"optimizer": _cpu_copy(optimizer.state_dict()), "scheduler": _cpu_copy(scheduler.state_dict()),
+            "scaler": scaler.state_dict() if scaler is not None else None}
 
 
 def splits(config: Config, store: EcgStore) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ecg_ray.config import Config, from_dict, to_dict
+from ecg_ray.config import Config, from_dict
 from ecg_ray.data.sampling import StorePart, split_too_short, too_short_summary
 from ecg_ray.data.store import EcgStore
 from ecg_ray.data.stream import select_records, train_crops
@@ -189,7 +189,7 @@ def pretrain_worker(loop_config: dict[str, Any]) -> None:
 
     from ecg_ray.evaluation.probe import linear_probe_auc
     from ecg_ray.methods import build_method
-    from ecg_ray.train.checkpoint import read_ray_checkpoint, save_checkpoint
+    from ecg_ray.train.checkpoint import read_ray_checkpoint, save_checkpoint, training_state
 
     config, rank, world, device, store = worker_setup(loop_config)
     # The primary store is already open (worker_setup): open only the other stores of a mixture.
@@ -298,12 +298,10 @@ def pretrain_worker(loop_config: dict[str, Any]) -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 checkpoint = None
                 if rank == 0:
-                    state = {"model": method.state_dict(), "optimizer": optimizer.state_dict(),
-                             "scheduler": scheduler.state_dict(),
-                             "scaler": scaler.state_dict() if scaler is not None else {},
-                             "method_state": method.extra_state(), "epoch": epoch,
-                             "torch_rng": torch.get_rng_state(), "config": to_dict(config), "fs": store.fs,
-                             "best": best}
+                    state = training_state(config, store.fs, model=method.state_dict(),
+                                           optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                                           scaler=scaler.state_dict() if scaler is not None else None,
+                                           epoch=epoch, method_state=method.extra_state(), best=best)
                     save_checkpoint(tmp, state, history)
                     checkpoint = ray.train.Checkpoint.from_directory(tmp)
                 ray.train.report(metrics, checkpoint=checkpoint)

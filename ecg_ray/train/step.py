@@ -1,7 +1,10 @@
-"""One optimizer step of a pretraining method, its precision, optimizer and device settings.
+"""One optimizer step, its precision, optimizer and device settings: the training loop's machinery.
 
-Torch only (no Ray, no data stack): the Ray Train worker (``ecg_ray.train.pretrain``), the step
-benchmarks and ``bench/gpu_check.py`` all run exactly this code, the last one on a bare GPU machine.
+Torch only (no Ray, no data stack). Pretraining (``ecg_ray.train.pretrain``), downstream training
+(``ecg_ray.train.downstream``: linear, fine-tuning, supervised), the step benchmarks and
+``bench/gpu_check.py`` all run exactly this code, the last one on a bare GPU machine: one step
+function, one optimizer builder (``optim.name``), one precision setting (``train.precision``) and one
+once-per-epoch finite-loss check, so that a setting means the same thing in every kind of run.
 """
 
 from __future__ import annotations
@@ -46,11 +49,13 @@ def precision_context(precision: str, device: torch.device):
 
 def training_step(model, method, batch: dict[str, torch.Tensor], optimizer, scheduler, autocast, scaler,
                   global_step: int) -> torch.Tensor:
-    """One optimizer step of a pretraining method on ``batch`` (``signal`` + the method's fields); returns
-    the detached fp32 loss.
+    """One optimizer step on ``batch`` (``signal`` + the fields the objective needs); returns the
+    detached fp32 loss.
 
-    ``model`` is what runs the forward pass (the method, or its DDP wrapper); ``method`` gets the
-    hooks (after_backward: e.g. freezing SwAV prototypes; after_optimizer_step: e.g. BYOL's EMA).
+    ``model`` is what runs the forward pass and returns ``{"loss": ...}``: a pretraining method (or
+    its DDP wrapper), or downstream's :class:`ecg_ray.train.classifier.MultiLabelObjective`.
+    ``method`` gets the hooks (after_backward: e.g. freezing SwAV prototypes; after_optimizer_step:
+    e.g. BYOL's EMA; the downstream objective has none).
     ``global_step`` counts this step (1-based). Shared by the Ray Train worker and the benchmarks,
     so that both time exactly the same work. A step that fp16's GradScaler skipped (inf/NaN
     gradients) runs no ``after_optimizer_step`` hook.
@@ -101,14 +106,33 @@ def configure_device(device: torch.device) -> None:
         torch.set_float32_matmul_precision("high")
 
 
-def build_optimization(config: Config, method: torch.nn.Module, steps: int):
-    """(optimizer, per-step warm-up + cosine scheduler) for a run of ``steps`` steps per epoch."""
+def build_optimization(config: Config, params: torch.nn.Module | list, steps: int, epochs: int | None = None,
+                       lr: float | None = None):
+    """(optimizer, per-step warm-up + cosine scheduler) for ``epochs`` epochs of ``steps`` steps.
+
+    The optimizer is ``optim.name`` (:func:`ecg_ray.optim.build_optimizer`) with optim.* settings.
+    ``params``: a module, split into decay / no-decay groups (pretraining), or ready parameter
+    groups, each with its own lr and weight decay (downstream's discriminative groups). ``epochs``
+    defaults to train.epochs (downstream passes a phase's epochs) and ``lr`` to optim.lr (the base
+    lr of a group that sets none).
+    """
     from ecg_ray.optim import build_optimizer, warmup_cosine
 
-    optimizer = build_optimizer(method, name=config.optim.name, lr=config.optim.lr,
+    epochs = config.train.epochs if epochs is None else epochs
+    optimizer = build_optimizer(params, name=config.optim.name, lr=config.optim.lr if lr is None else lr,
                                 weight_decay=config.optim.weight_decay, betas=tuple(config.optim.betas),
                                 momentum=config.optim.momentum)
     scheduler = warmup_cosine(optimizer, warmup_steps=int(round(config.optim.warmup_epochs * steps)),
-                              total_steps=steps * config.train.epochs, min_lr_ratio=config.optim.min_lr_ratio,
+                              total_steps=steps * epochs, min_lr_ratio=config.optim.min_lr_ratio,
                               schedule=config.optim.schedule)
     return optimizer, scheduler
+
+
+def epoch_means(sums: torch.Tensor, steps: int, world: int) -> list[float]:
+    """Per-step means of ``sums`` (summed on the device over ``steps`` steps), averaged over the ``world``
+    workers: one all-reduce and one read back to the host per epoch, whatever the number of steps."""
+    means = sums / max(1, steps)
+    if world > 1:
+        torch.distributed.all_reduce(means)
+        means /= world
+    return means.reshape(-1).tolist()

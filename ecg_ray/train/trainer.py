@@ -282,6 +282,7 @@ def check_precision(config: Config) -> None:
 
 def validate_evaluation(config: Config) -> EcgStore:
     from ecg_ray.models import ENCODERS
+    from ecg_ray.optim import OPTIMIZERS
     from ecg_ray.train.classifier import DISCRIMINATIVE_GROUPS, HEAD_BIAS_INITS
     from ecg_ray.train.downstream import MODES, load_encoder_weights, plan_phases, splits
     from ecg_ray.train.preflight import preflight_evaluation
@@ -289,6 +290,8 @@ def validate_evaluation(config: Config) -> EcgStore:
     if config.eval.mode not in MODES:
         raise ConfigError(f"eval.mode: unknown mode {config.eval.mode!r}; choose one of {', '.join(MODES)}")
     check_precision(config)
+    if str(config.optim.name).strip().lower() not in OPTIMIZERS:  # the workers build optim.name (train.step)
+        raise ConfigError(f"optim.name: unknown optimizer {config.optim.name!r} (known: {', '.join(OPTIMIZERS)})")
     if config.eval.mode == "supervised" and (config.eval.encoder or config.eval.pretrained):
         raise ConfigError("eval.mode=supervised trains from random initialisation; drop --encoder/--pretrained")
     if config.eval.mode == "finetune" and not (config.eval.encoder or config.eval.pretrained):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ecg_ray.data.cutting import cut, window_starts
+from ecg_ray.data.cutting import cut
 from ecg_ray.data.store import EcgStore
 from ecg_ray.evaluation import probe
 from tests.data.synthetic_stores import grouped_store
@@ -30,7 +30,7 @@ def reference_windows(store, train_idx, val_idx, window, stride, max_records, se
         for i in indices:
             record = store.signal(int(i))
             starts = (rng.integers(0, len(record) - window + 1, size=1) if random_crop
-                      else window_starts(len(record), window, stride))
+                      else np.arange(0, len(record) - window + 1, stride))
             xs.append(cut(record, starts, window))
             owners.append(np.full(len(starts), i))
         out += [np.concatenate(xs), np.concatenate(owners)]
