@@ -313,3 +313,16 @@ def test_report_with_comparisons_stays_free_of_torch(tmp_path):
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_a_method_outside_the_paper_is_named_as_its_evaluation_says(tmp_path):
+    """Display names come from the evaluation files (written from the method registry), not from a list here."""
+    path = write_evaluation(tmp_path / "cmsc", "linear", "cmsc", test=0.8, reference=0.8)
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps({**data, "method_display": "CMSC (CLOCS)"}))
+    write_evaluation(tmp_path / "simclr", "linear", "simclr", test=0.85, reference=0.85)
+    table = section(write_report(tmp_path).read_text(), "## Paper comparison")
+    assert "| xresnet1d50 | CMSC (CLOCS) | 0.800 |" in table and "| cmsc |" not in table
+    assert "| xresnet1d50 | SimCLR | 0.850 |" in table  # written before method_display: the paper's names
+    # The paper's methods keep the paper's order; others follow.
+    assert table.index("| SimCLR |") < table.index("| BYOL |") < table.index("| CMSC (CLOCS) |")

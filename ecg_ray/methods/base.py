@@ -127,6 +127,7 @@ def synthetic_batch(signal: torch.Tensor, fields: tuple[str, ...] = (), n_labels
     made = {"record_index": lambda: torch.arange(b, device=device),
             "patient_index": lambda: torch.arange(b, device=device) // 2,
             "crop_start": lambda: torch.zeros(b, dtype=torch.int64, device=device),
+            "store_index": lambda: torch.zeros(b, dtype=torch.int64, device=device),
             "labels": lambda: torch.zeros(b, n_labels, device=device)}
     for name in fields:
         batch[name] = made[name]()

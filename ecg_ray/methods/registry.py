@@ -9,7 +9,7 @@ the rest of the package needs about it, as class attributes of its ``Method`` su
 - ``encoder_output``: the encoders it accepts (``"pooled"``: (B, D) window features, e.g.
   xresnet1d; ``"sequence"``: ``encode``/``context`` over time steps, e.g. cpc_4fc2lstm);
 - ``batch_fields``: the batch fields its step needs beside ``signal`` (``record_index``,
-  ``patient_index``, ``crop_start``, ``labels``); the stream provides those asked for.
+  ``patient_index``, ``crop_start``, ``labels``, ``store_index``); the stream provides those asked for.
 
 ``config.py``, the CLI's ``--method`` choices, the reports (through the run files), the
 benchmarks and the parametrised tests take all of it from here: adding a method is adding its
@@ -28,8 +28,9 @@ from ecg_ray.errors import ConfigError
 if TYPE_CHECKING:
     from ecg_ray.methods.base import Method
 
-#: what a method's step may ask the stream for, beside ``signal``
-BATCH_FIELDS = ("record_index", "patient_index", "crop_start", "labels")
+#: what a method's step may ask the stream for, beside ``signal`` (``store_index``: which store of a
+#: mixture the crop came from; with ``record_index`` it names a record uniquely)
+BATCH_FIELDS = ("record_index", "patient_index", "crop_start", "labels", "store_index")
 ENCODER_OUTPUTS = ("pooled", "sequence")
 
 _METHODS: dict[str, type[Method]] = {}
@@ -93,6 +94,14 @@ def get_method(name: str) -> type[Method]:
     if name not in registered:
         raise ConfigError(f"method.name: unknown method {name!r}; choose one of {', '.join(registered)}")
     return registered[name]
+
+
+def method_display(name: str | None) -> str | None:
+    """How tables name method ``name`` (its ``display_name``); the name itself for an unknown one, None for None."""
+    if name is None:
+        return None
+    known = methods().get(name)
+    return (known.display_name or name) if known is not None else name
 
 
 def method_sections() -> dict[str, type | None]:

@@ -84,7 +84,7 @@ def write_report(directory: Path, out: Path | None = None) -> Path:
         for i, table in enumerate(found.robustness):
             guarded(table.path, robustness_section, body, table, i)
     if found.pretraining:
-        guarded(found.pretraining[0].run_dir, pretraining_section, body, found.pretraining)
+        guarded(found.pretraining[0].run_dir, pretraining_section, body, found.pretraining, found.method_names())
 
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     report.add("# ecg_ray report", f"- Directory: `{directory}`\n- Generated: {now}")

@@ -33,7 +33,7 @@ from ecg_ray.report.published import (
     method_order,
     model_label,
 )
-from ecg_ray.report.scan import Evaluation
+from ecg_ray.report.scan import Evaluation, method_names
 from ecg_ray.report.significance import MARK, N_BOOT, Significance, describe, is_significant, scale_of
 
 FALLBACK_MARK = "†"
@@ -135,6 +135,7 @@ def _layout_table(evaluations: list[Evaluation], significance: Significance, pap
             excluded += 1
             continue
         cells[(str(e.data.get("encoder") or "?"), method_of(e), training_of(e))][column].append(e)
+    names = method_names(evaluations)
     full = Training(None, 1.0)
     keys = set(cells) | ({(enc, method, full) for enc, method in PUBLISHED} if paper else set())
     published_order = list(dict.fromkeys(enc for enc, _ in PUBLISHED))
@@ -159,7 +160,8 @@ def _layout_table(evaluations: list[Evaluation], significance: Significance, pap
     rows, footnotes, missing, any_fallback = [], [], [], False
     for encoder, method, training in keys:
         published = PUBLISHED.get((encoder, method), {}) if paper and training.full else {}
-        pretraining = method_label(method) + (f" (published: {published['note']})" if "note" in published else "")
+        pretraining = method_label(method, names.get(method)) + (f" (published: {published['note']})"
+                                                                 if "note" in published else "")
         if not training.full:
             pretraining += f"; trained on {training.text()}"
         row = [model_label(encoder), pretraining]

@@ -25,7 +25,9 @@ def _validation_metric(history: list[dict[str, Any]]) -> str | None:
     return None
 
 
-def pretraining_section(report: Report, runs: list[PretrainRun]) -> None:
+def pretraining_section(report: Report, runs: list[PretrainRun], names: dict[str, str] | None = None) -> None:
+    """Per-run table and curves; ``names`` maps a method to its display name (from the evaluations)."""
+    names = names or {}
     report.add("## Pretraining runs")
     rows, images, collapsed = [], [], []
     used: set[str] = set()
@@ -48,7 +50,7 @@ def pretraining_section(report: Report, runs: list[PretrainRun]) -> None:
             best = fmt_auc(max(scores) if metric == "val_macro_auc" else min(scores))
         speeds = [float(h["samples_per_s"]) for h in history if finite(h.get("samples_per_s"))]
         last_loss = next((h["loss"] for h in reversed(history) if finite(h.get("loss"))), None)
-        rows.append([run.run_dir.name, method_label(run.method) if run.method else "?", run.encoder or "?",
+        rows.append([run.run_dir.name, method_label(run.method, names.get(run.method)) if run.method else "?", run.encoder or "?",
                      len(history), f"{float(last_loss):.4f}" if finite(last_loss) else "—",
                      f"{best} ({metric})" if metric else "—",
                      f"{np.median(speeds):,.0f}" if speeds else "—", f"`{report.rel(run.checkpoint)}`",

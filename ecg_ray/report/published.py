@@ -20,19 +20,24 @@ PUBLISHED: dict[tuple[str, str | None], dict[str, Any]] = {
 }
 PAPER_LABELS = 71  # PTB-XL "all": the 71 SCP statements the published numbers are over
 PUBLISHED_MODEL_NAMES = {"xresnet1d50": "xresnet1d50", "cpc_4fc2lstm": "4FC+2LSTM+2FC"}
-METHOD_NAMES = {"simclr": "SimCLR", "byol": "BYOL", "swav": "SwAV", "cpc": "CPC"}
+# The paper's methods in the order and with the names of its tables; methods it does not report follow,
+# alphabetically. Any method's name comes first from the evaluation files (``method_display``, written
+# from the method registry); these names serve results written before that field existed.
+PAPER_METHOD_ORDER = (None, "simclr", "byol", "swav", "cpc")
+PAPER_METHOD_NAMES = {"simclr": "SimCLR", "byol": "BYOL", "swav": "SwAV", "cpc": "CPC"}
 NO_PRETRAINING = "none (supervised / random init)"
 # The job that evaluates a linear head on a randomly initialised encoder (run without --encoder):
 # the baseline every pretrained linear number is judged against.
 RANDOM_INIT_LINEAR_JOBS = {"xresnet1d50": "jobs/paper/eval-linear.yaml", "cpc_4fc2lstm": "jobs/paper/cpc-linear.yaml"}
 
 
-def method_label(method: str | None) -> str:
-    return NO_PRETRAINING if method is None else METHOD_NAMES.get(method, method)
+def method_label(method: str | None, display: str | None = None) -> str:
+    """A method as tables print it: its display name when the results carry one, else its name."""
+    return NO_PRETRAINING if method is None else (display or PAPER_METHOD_NAMES.get(method, method))
 
 
 def method_order(method: str | None) -> tuple[int, str]:
-    order = [None, "simclr", "byol", "swav", "cpc"]
+    order = PAPER_METHOD_ORDER
     return (order.index(method), "") if method in order else (len(order), str(method))
 
 

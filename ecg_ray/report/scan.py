@@ -50,8 +50,22 @@ class Artefacts:
     pretraining: list[PretrainRun] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
 
+    def method_names(self) -> dict[str, str]:
+        """How each method is named in tables, from the evaluations that recorded it (``method_display``)."""
+        return method_names(self.evaluations)
+
     def empty(self) -> bool:
         return not (self.results or self.robustness or self.evaluations or self.pretraining)
+
+
+def method_names(evaluations: list[Evaluation]) -> dict[str, str]:
+    """Method name -> display name, as evaluation summaries record it (written from the method registry)."""
+    names = {}
+    for e in evaluations:
+        method, display = e.data.get("method"), e.data.get("method_display")
+        if isinstance(method, str) and isinstance(display, str) and display:
+            names[method] = display
+    return names
 
 
 def _read_table(path: Path) -> pd.DataFrame:

@@ -37,6 +37,8 @@ from ecg_ray.data.stream import select_records, train_crops
 from ecg_ray.errors import ConfigError
 from ecg_ray.evaluation.predictions import PREDICTIONS_FILE, Predictions, save_predictions
 from ecg_ray.evaluation.scoring import predict_records, score
+from ecg_ray.methods.registry import method_display
+from ecg_ray.run_layout import EVALUATION_FILE
 from ecg_ray.train.classifier import (  # noqa: F401  (re-exported for ecg_ray.train.trainer)
     MODES,
     MultiLabelObjective,
@@ -47,8 +49,6 @@ from ecg_ray.train.classifier import (  # noqa: F401  (re-exported for ecg_ray.t
     pretraining_method,
 )
 from ecg_ray.train.step import training_step
-
-EVALUATION_FILE = "evaluation.json"
 
 
 def labelled(store: EcgStore, indices: np.ndarray, label_set: str) -> np.ndarray:
@@ -304,7 +304,9 @@ def test_evaluation(config: Config, model: nn.Module, store: EcgStore, test_idx:
         "variant": variant_name(config),
         "encoder": getattr(model, "encoder_name", config.model.encoder),
         "pretrained": config.eval.pretrained or config.eval.encoder or None,
-        "method": pretraining_method(config),
+        "method": (method := pretraining_method(config)),
+        # the method's name as tables print it (the report runs without the registry: no torch there)
+        "method_display": method_display(method),
         "store": str(config.data.store),
         "test_datasets": {str(k): int(v) for k, v in table["dataset"].astype(str).value_counts().sort_index().items()},
         "train_folds": config.data.train_folds, "val_folds": config.data.val_folds,

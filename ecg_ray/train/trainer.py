@@ -21,7 +21,7 @@ from ecg_ray import storage
 from ecg_ray.config import Config, from_dict, to_dict
 from ecg_ray.data.store import EcgStore
 from ecg_ray.errors import ConfigError, EcgRayError
-from ecg_ray.run_layout import RUN_CONFIG
+from ecg_ray.run_layout import EVALUATION_FILE, RUN_CONFIG
 from ecg_ray.train import collapse
 
 logger = logging.getLogger(__name__)
@@ -348,7 +348,7 @@ def run_evaluation(config: Config, output: str | Path | None, callbacks: list | 
     import json
 
     from ecg_ray.evaluation.predictions import PREDICTIONS_FILE
-    from ecg_ray.train.downstream import EVALUATION_FILE, downstream_worker
+    from ecg_ray.train.downstream import downstream_worker
 
     validate_evaluation(config)
     if run_dir is None:
