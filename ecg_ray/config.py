@@ -414,11 +414,24 @@ def to_dict(config) -> dict:
         out[f.name] = dataclasses.asdict(getattr(config, f.name)) if dataclasses.is_dataclass(
             getattr(config, f.name)) else copy.deepcopy(getattr(config, f.name))
         if f.name == "method":  # the sections follow method:, as in a job file
-            for name in method_sections():
+            for name in saved_sections(config.method.name):
                 section = config.section(name)
                 if section is not None:
                     out[name] = dataclasses.asdict(section)
     return out
+
+
+def saved_sections(chosen: str) -> list[str]:
+    """The method sections a saved config holds: the package's methods and the chosen one.
+
+    A method defined outside the package (``method.module``) is known only to processes that imported
+    its module; a worker imports only the chosen method's module, so another such method's section
+    would be an unknown key there.
+    """
+    from ecg_ray.methods.registry import methods
+
+    return [name for name, cls in methods().items()
+            if name == chosen or cls.__module__.startswith("ecg_ray.methods.")]
 
 
 def parse_override(text: str) -> tuple[str, Any]:
