@@ -9,7 +9,9 @@ optimizer, crop length) is built on one device and timed over ``--steps`` optimi
 (``ecg_ray.train.step.training_step``: forward with augmentations, loss, backward, hooks,
 optimizer and scheduler step; a GradScaler for fp16). Inputs are random crops already on the
 device: this measures the model step alone (the Ray Data stream is measured by
-``bench/data_pipeline.py`` and is far faster than any step, see bench/RESULTS.md).
+``bench/data_pipeline.py`` and is far faster than any step, see bench/RESULTS.md). ``--methods`` also
+takes the name of any other job in jobs/pretrain, e.g. ``cpc-s4`` (CPC on the cpc_s4 backbone); its
+rows are named after the job.
 
 Baseline measured in the same run: fp32 on the same device; every other precision prints its
 speed-up against it. The per-device batch defaults to the paper's per-worker batch on a GPU
@@ -67,7 +69,7 @@ def job_config(method: str, batch: int, precision: str):
 def default_batch(job, method: str, device) -> int:
     """The paper's per-worker batch on a GPU; a CPU-sized one otherwise."""
     if device.type != "cuda":
-        return 16 if method == "cpc" else 64
+        return 16 if job.method.name == "cpc" else 64  # the job's method: cpc-s4 runs cpc too
     return max(1, job.train.batch_size // max(1, job.train.workers))
 
 
@@ -180,7 +182,8 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda, cuda:1, ...")
-    parser.add_argument("--methods", default=",".join(registered_methods()))
+    parser.add_argument("--methods", default=",".join(registered_methods()),
+                        help="methods, or names of jobs in jobs/pretrain (e.g. cpc-s4), comma-separated")
     parser.add_argument("--precisions", default=None,
                         help="comma-separated; default fp32,bf16,fp16 on cuda and fp32 on cpu (fp32 is "
                              "always measured: it is the baseline)")

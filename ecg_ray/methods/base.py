@@ -11,6 +11,9 @@ subclass with a ``name`` joins on definition): ``name``, ``display_name``, ``con
 config section's dataclass; ``self.settings`` is the loaded section), ``encoder_output``
 (``"pooled"`` or ``"sequence"`` encoders), ``batch_fields`` and ``uses_augmentations``.
 
+``exported_submodule`` names the submodule that export, ``--best`` and the online probe take as
+the trained encoder (``encoder`` unless a method overrides it, e.g. JEPA's EMA target).
+
 Hooks, all optional: ``on_train_start`` (total steps known), ``on_epoch_start``,
 ``after_backward`` (e.g. freeze prototypes), ``after_optimizer_step`` (e.g. BYOL's EMA), and
 ``extra_state`` / ``load_extra_state`` for state that is not a parameter or buffer.
@@ -22,6 +25,7 @@ the method's loss takes when all similarities are equal (None: no such value).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -75,6 +79,18 @@ class Method(nn.Module):
         #: collapse statistic of the last training batch (a 0-d device tensor) and the embedding width
         self.embedding_std: torch.Tensor | None = None
         self.embedding_dim: int | None = None
+
+    @classmethod
+    def exported_submodule(cls, settings: dict[str, Any]) -> str:
+        """The submodule holding the trained encoder: what ``ecg-ray export`` writes, ``--best`` keeps and
+        the online probe measures (its state-dict prefix). ``settings``: the method's config section as
+        saved in a checkpoint (a dict; empty for a method without settings). JEPA names its EMA target."""
+        return "encoder"
+
+    def exported_encoder(self) -> nn.Module:
+        """The encoder :meth:`exported_submodule` names, of this method."""
+        settings = dataclasses.asdict(self.settings) if self.settings is not None else {}
+        return getattr(self, self.exported_submodule(settings))
 
     def set_generator(self, generator: torch.Generator) -> None:
         """The seeded generator that draws augmentation parameters (on the batch's device)."""

@@ -228,6 +228,25 @@ def prepare_resume(run_dir: str | Path) -> ResumePoint:
     return ResumePoint(storage.join(run_dir, name), skipped, backup)
 
 
+def encoder_weights(state: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The trained encoder's weights in a checkpoint's model: under ``encoder.``, or under the submodule its
+    pretraining method names (``Method.exported_submodule``: JEPA's EMA target, ``target_encoder.``)."""
+    from ecg_ray.methods.registry import get_method, import_method_module
+
+    config = state.get("config") or {}
+    method = config.get("method") or {}
+    prefix = "encoder."
+    try:
+        import_method_module(method.get("module", ""))
+        cls = get_method(method.get("name", ""))
+        prefix = cls.exported_submodule(config.get(cls.name) or {}) + "."
+    except EcgRayError:
+        pass  # a method that is no longer registered: its encoder is where every method keeps it
+    if not any(k.startswith(prefix) for k in state["model"]):
+        prefix = "encoder."  # a downstream run's classifier keeps its encoder there, whatever method.name says
+    return {k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)}
+
+
 def export_encoder(run_dir: Path, out: Path, best: bool = False) -> dict[str, Any]:
     """Write the encoder of a run's newest checkpoint as a standalone, weights-only file.
 
@@ -264,8 +283,7 @@ def export_encoder(run_dir: Path, out: Path, best: bool = False) -> dict[str, An
         weights = dict(selected["encoder"])
         epoch = int(selected["epoch"])
     else:
-        prefix = "encoder."
-        weights = {k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)}
+        weights = encoder_weights(state)
         epoch = int(state["epoch"])
     if not weights:
         raise CheckpointError(f"{checkpoint}: model has no encoder weights")

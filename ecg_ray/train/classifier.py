@@ -100,7 +100,7 @@ def pretraining_method(config: Config) -> str | None:
 
 def load_encoder_weights(config: Config, map_location="cpu") -> tuple[str, dict | None]:
     """(encoder name, state dict or None) from eval.encoder (exported file) or eval.pretrained (run dir)."""
-    from ecg_ray.train.checkpoint import latest_checkpoint, load_state
+    from ecg_ray.train.checkpoint import encoder_weights, latest_checkpoint, load_state
     from ecg_ray.train.encoder_file import check_encoder_weights, read_encoder_file
 
     if config.eval.encoder and config.eval.pretrained:
@@ -113,8 +113,7 @@ def load_encoder_weights(config: Config, map_location="cpu") -> tuple[str, dict 
     if config.eval.pretrained:
         checkpoint = latest_checkpoint(config.eval.pretrained)
         state = load_state(checkpoint, map_location=map_location)
-        prefix = "encoder."
-        weights = {k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)}
+        weights = encoder_weights(state)  # the method's exported encoder (JEPA: its EMA target)
         check_encoder_weights(state["config"]["model"]["encoder"], weights, checkpoint)
         return state["config"]["model"]["encoder"], weights
     return config.model.encoder, None

@@ -315,7 +315,7 @@ BEST_METRICS = (("val_macro_auc", True), ("val_loss", False))
 
 
 def track_best(best: dict | None, metrics: dict[str, Any], epoch: int, method: torch.nn.Module) -> dict | None:
-    """The best epoch so far by the run's validation metric, with a CPU copy of its encoder weights.
+    """The best epoch so far by the run's validation metric, with a CPU copy of its exported encoder's weights.
 
     Every checkpoint carries it, so ``ecg-ray export RUN --best`` works whatever checkpoints Ray
     kept (``train.keep_checkpoints``); the metric is the online probe's AUC when the run has one,
@@ -330,7 +330,7 @@ def track_best(best: dict | None, metrics: dict[str, Any], epoch: int, method: t
             if not better:
                 return best
         return {"epoch": int(epoch), "metric": name, "value": float(value), "higher_is_better": higher,
-                "encoder": {k: v.detach().cpu().clone() for k, v in method.encoder.state_dict().items()}}
+                "encoder": {k: v.detach().cpu().clone() for k, v in method.exported_encoder().state_dict().items()}}
     return best
 
 
@@ -342,7 +342,7 @@ def _validation(config, method, model, store, val_idx, per_worker, world, rank, 
     if has_labels and config.train.probe:
         if rank != 0:
             return {}
-        return probe_fn(method.encoder, store, train_idx, val_idx, label_set=config.data.label_set,
+        return probe_fn(method.exported_encoder(), store, train_idx, val_idx, label_set=config.data.label_set,
                         window=config.data.window, stride=config.data.stride, max_records=config.train.probe_max_records,
                         seed=config.seed, device=device)
     # Held-out SSL loss: every worker takes the same number of batches (gathering losses need all).
