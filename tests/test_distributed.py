@@ -13,19 +13,14 @@ gloo binds to loopback, so this runs in a network namespace with only 127.0.0.1.
 
 from __future__ import annotations
 
-import os
-import sys
-import time
-from datetime import timedelta
-
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from ecg_ray import distributed as D
 from ecg_ray.losses import byol_loss, cpc_infonce, nt_xent, sinkhorn, swav_loss
 from ecg_ray.losses.contrastive import contrastive_loss
+from tests.gloo import run_gloo
 
 WORLD = 2
 N = 8  # global batch
@@ -59,104 +54,85 @@ def _leaf(t: torch.Tensor) -> torch.Tensor:
     return t.clone().requires_grad_()
 
 
-def worker(rank: int, init_file: str, out_dir: str, inputs: dict[str, torch.Tensor]) -> None:
-    """One rank: compute every quantity on its part of the batch and save it for the parent."""
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    if sys.platform.startswith("linux"):
-        # gloo otherwise resolves the hostname, which may name an interface the namespace lacks.
-        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD,
-                            timeout=timedelta(seconds=60))
+def worker(rank: int, inputs: dict[str, torch.Tensor]) -> dict:
+    """One rank: compute every quantity on its part of the batch and return it to the parent."""
+    half = [N // WORLD] * WORLD
+    mine = _rows(rank, half)
+    out: dict[str, object] = {"world_size": D.world_size(), "rank": D.rank()}
+
+    z1, z2 = _leaf(inputs["z1"][mine]), _leaf(inputs["z2"][mine])
+    loss = nt_xent(z1, z2, temperature=0.5)
+    loss.backward()
+    out |= {"ntxent": loss.item(), "ntxent_g1": z1.grad, "ntxent_g2": z2.grad}
+
+    # By-id positives, some of them on the other rank (patients with records on both workers).
+    z = _leaf(inputs["z1"][mine])
+    loss = contrastive_loss(z, SHARED_IDS[mine], temperature=0.3)
+    loss.backward()
+    out |= {"contrastive": loss.item(), "contrastive_g": z.grad}
+
+    # Equal batches declared: the same loss and gradients without the size exchanges.
+    real_all_gather, calls = dist.all_gather, []
+
+    def counting_all_gather(*args, **kwargs):
+        calls.append(args[1].shape)
+        return real_all_gather(*args, **kwargs)
+
+    dist.all_gather = counting_all_gather
     try:
-        half = [N // WORLD] * WORLD
-        mine = _rows(rank, half)
-        out: dict[str, object] = {"world_size": D.world_size(), "rank": D.rank()}
-
-        z1, z2 = _leaf(inputs["z1"][mine]), _leaf(inputs["z2"][mine])
-        loss = nt_xent(z1, z2, temperature=0.5)
-        loss.backward()
-        out |= {"ntxent": loss.item(), "ntxent_g1": z1.grad, "ntxent_g2": z2.grad}
-
-        # By-id positives, some of them on the other rank (patients with records on both workers).
-        z = _leaf(inputs["z1"][mine])
-        loss = contrastive_loss(z, SHARED_IDS[mine], temperature=0.3)
-        loss.backward()
-        out |= {"contrastive": loss.item(), "contrastive_g": z.grad}
-
-        # Equal batches declared: the same loss and gradients without the size exchanges.
-        real_all_gather, calls = dist.all_gather, []
-
-        def counting_all_gather(*args, **kwargs):
-            calls.append(args[1].shape)
-            return real_all_gather(*args, **kwargs)
-
-        dist.all_gather = counting_all_gather
-        try:
-            e1, e2 = _leaf(inputs["z1"][mine]), _leaf(inputs["z2"][mine])
-            with D.equal_batches():
-                loss = nt_xent(e1, e2, temperature=0.5)
-            gathers_declared = len(calls)
-            nt_xent(_leaf(inputs["z1"][mine]), _leaf(inputs["z2"][mine]), temperature=0.5)
-            gathers_plain = len(calls) - gathers_declared
-        finally:
-            dist.all_gather = real_all_gather
-        loss.backward()
-        out |= {"ntxent_equal": loss.item(), "ntxent_equal_g1": e1.grad, "ntxent_equal_g2": e2.grad,
-                "gathers_declared": gathers_declared, "gathers_plain": gathers_plain}
-
-        # Unequal parts: weighting each rank's loss by B_r * W / N makes the sum over ranks W x
-        # the single-process loss, so the gradients are again W x the single-process slices.
-        part = _rows(rank, UNEQUAL)
-        u1, u2 = _leaf(inputs["z1"][part]), _leaf(inputs["z2"][part])
-        loss = nt_xent(u1, u2, temperature=0.5)
-        (loss * UNEQUAL[rank] * WORLD / N).backward()
-        out |= {"ntxent_unequal": loss.item(), "ntxent_unequal_g1": u1.grad, "ntxent_unequal_g2": u2.grad}
-
-        out["sinkhorn"] = sinkhorn(inputs["scores"][mine])
-        out["sinkhorn_unequal"] = sinkhorn(inputs["scores"][part])
-        s1, s2 = _leaf(inputs["scores"][mine]), _leaf(inputs["scores2"][mine])
-        loss = swav_loss([s1, s2], {0: sinkhorn(s1), 1: sinkhorn(s2)})
-        loss.backward()
-        out |= {"swav": loss.item(), "swav_g1": s1.grad, "swav_g2": s2.grad}
-
-        p = _leaf(inputs["p"][mine])
-        loss = byol_loss(p, inputs["z1"][mine][:, :4])
-        loss.backward()
-        out |= {"byol": loss.item(), "byol_g": p.grad}
-
-        cp, cz = _leaf(inputs["cpc_p"][mine]), _leaf(inputs["cpc_z"][mine])
-        loss = cpc_infonce(cp, cz, negatives="batch", gather=True)
-        loss.backward()
-        out |= {"cpc": loss.item(), "cpc_gp": cp.grad, "cpc_gz": cz.grad}
-
-        # gather_with_grad itself: rank r's loss is <gather(x), w_r>, so x_r's gradient must be
-        # the sum over ranks of w_s restricted to r's rows.
-        x = _leaf(inputs["x"][part])
-        gathered = D.gather_with_grad(x)
-        (gathered * inputs["w"][rank]).sum().backward()
-        out |= {"gathered": gathered.detach(), "gather_g": x.grad,
-                "gather_no_grad": D.all_gather_no_grad(inputs["x"][part]),
-                "reduced": D.all_reduce_sum(torch.tensor([float(rank + 1)])),
-                "offset": D.row_offset(UNEQUAL[rank])}
-        torch.save(out, os.path.join(out_dir, f"rank{rank}.pt"))
+        e1, e2 = _leaf(inputs["z1"][mine]), _leaf(inputs["z2"][mine])
+        with D.equal_batches():
+            loss = nt_xent(e1, e2, temperature=0.5)
+        gathers_declared = len(calls)
+        nt_xent(_leaf(inputs["z1"][mine]), _leaf(inputs["z2"][mine]), temperature=0.5)
+        gathers_plain = len(calls) - gathers_declared
     finally:
-        dist.destroy_process_group()
+        dist.all_gather = real_all_gather
+    loss.backward()
+    out |= {"ntxent_equal": loss.item(), "ntxent_equal_g1": e1.grad, "ntxent_equal_g2": e2.grad,
+            "gathers_declared": gathers_declared, "gathers_plain": gathers_plain}
+
+    # Unequal parts: weighting each rank's loss by B_r * W / N makes the sum over ranks W x
+    # the single-process loss, so the gradients are again W x the single-process slices.
+    part = _rows(rank, UNEQUAL)
+    u1, u2 = _leaf(inputs["z1"][part]), _leaf(inputs["z2"][part])
+    loss = nt_xent(u1, u2, temperature=0.5)
+    (loss * UNEQUAL[rank] * WORLD / N).backward()
+    out |= {"ntxent_unequal": loss.item(), "ntxent_unequal_g1": u1.grad, "ntxent_unequal_g2": u2.grad}
+
+    out["sinkhorn"] = sinkhorn(inputs["scores"][mine])
+    out["sinkhorn_unequal"] = sinkhorn(inputs["scores"][part])
+    s1, s2 = _leaf(inputs["scores"][mine]), _leaf(inputs["scores2"][mine])
+    loss = swav_loss([s1, s2], {0: sinkhorn(s1), 1: sinkhorn(s2)})
+    loss.backward()
+    out |= {"swav": loss.item(), "swav_g1": s1.grad, "swav_g2": s2.grad}
+
+    p = _leaf(inputs["p"][mine])
+    loss = byol_loss(p, inputs["z1"][mine][:, :4])
+    loss.backward()
+    out |= {"byol": loss.item(), "byol_g": p.grad}
+
+    cp, cz = _leaf(inputs["cpc_p"][mine]), _leaf(inputs["cpc_z"][mine])
+    loss = cpc_infonce(cp, cz, negatives="batch", gather=True)
+    loss.backward()
+    out |= {"cpc": loss.item(), "cpc_gp": cp.grad, "cpc_gz": cz.grad}
+
+    # gather_with_grad itself: rank r's loss is <gather(x), w_r>, so x_r's gradient must be
+    # the sum over ranks of w_s restricted to r's rows.
+    x = _leaf(inputs["x"][part])
+    gathered = D.gather_with_grad(x)
+    (gathered * inputs["w"][rank]).sum().backward()
+    out |= {"gathered": gathered.detach(), "gather_g": x.grad,
+            "gather_no_grad": D.all_gather_no_grad(inputs["x"][part]),
+            "reduced": D.all_reduce_sum(torch.tensor([float(rank + 1)])),
+            "offset": D.row_offset(UNEQUAL[rank])}
+    return out
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("dist")
     inputs = make_inputs()
-    ctx = mp.spawn(worker, args=(str(tmp / "rendezvous"), str(tmp), inputs), nprocs=WORLD, join=False)
-    deadline = time.monotonic() + 120
-    # join() re-raises a worker's exception with its traceback; the deadline turns a hung
-    # collective into a failure instead of a stuck test run.
-    while not ctx.join(timeout=1):
-        if time.monotonic() > deadline:
-            for process in ctx.processes:
-                process.terminate()
-            pytest.fail("distributed workers did not finish within 120 s")
-    return inputs, [torch.load(tmp / f"rank{r}.pt") for r in range(WORLD)]
+    return inputs, run_gloo(worker, tmp_path_factory.mktemp("dist"), inputs, world=WORLD)
 
 
 def _grads(fn, *tensors):

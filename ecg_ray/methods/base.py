@@ -26,7 +26,7 @@ the method's loss takes when all similarities are equal (None: no such value).
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -34,9 +34,6 @@ from torch import nn
 from ecg_ray.augment import PAPER_DEFAULT, build_augmentation
 from ecg_ray.methods.embedding_stats import embedding_std
 from ecg_ray.methods.registry import register
-
-if TYPE_CHECKING:
-    from ecg_ray.config import Config
 
 #: a training batch: ``signal`` (B, 12, T) and the fields a method asked for, as tensors
 Batch = dict[str, torch.Tensor]
@@ -64,7 +61,8 @@ class Method(nn.Module):
         if cls.__dict__.get("name"):  # a subclass without a name of its own is not a method
             register(cls)
 
-    def __init__(self, config: Config, encoder: nn.Module, fs: float):
+    def __init__(self, config, encoder: nn.Module, fs: float):
+        # config: the root ecg_ray.config.Config (not imported: the config schema reads the method registry)
         super().__init__()
         self.config = config
         #: this method's config section (None for a method without settings)

@@ -20,24 +20,20 @@ a module that defines it before the config is loaded (``method.module`` names it
 from __future__ import annotations
 
 import importlib
-import pkgutil
-from typing import TYPE_CHECKING
 
+from ecg_ray.discovery import import_submodules
 from ecg_ray.errors import ConfigError
-
-if TYPE_CHECKING:
-    from ecg_ray.methods.base import Method
 
 #: what a method's step may ask the stream for, beside ``signal`` (``store_index``: which store of a
 #: mixture the crop came from; with ``record_index`` it names a record uniquely)
 BATCH_FIELDS = ("record_index", "patient_index", "crop_start", "labels", "store_index")
 ENCODER_OUTPUTS = ("pooled", "sequence")
 
-_METHODS: dict[str, type[Method]] = {}
+_METHODS: dict[str, type] = {}
 _discovered = False
 
 
-def register(cls: type[Method]) -> type[Method]:
+def register(cls: type) -> type:
     """Add a method class (``Method.__init_subclass__`` calls this for every subclass with a ``name``)."""
     import dataclasses
 
@@ -64,13 +60,9 @@ def register(cls: type[Method]) -> type[Method]:
 def discover() -> None:
     """Import every module of ``ecg_ray.methods`` once, so that each method file registers itself."""
     global _discovered
-    if _discovered:
-        return
-    import ecg_ray.methods as package
-
-    for module in sorted(m.name for m in pkgutil.iter_modules(package.__path__)):
-        importlib.import_module(f"{package.__name__}.{module}")
-    _discovered = True
+    if not _discovered:
+        import_submodules("ecg_ray.methods")
+        _discovered = True
 
 
 def import_method_module(module: str) -> None:
@@ -83,13 +75,13 @@ def import_method_module(module: str) -> None:
         raise ConfigError(f"method.module: cannot import {module!r} ({exc})") from None
 
 
-def methods() -> dict[str, type[Method]]:
+def methods() -> dict[str, type]:
     """Every registered method by name, the package's own first (sorted), then others as registered."""
     discover()
     return dict(_METHODS)
 
 
-def get_method(name: str) -> type[Method]:
+def get_method(name: str) -> type:
     registered = methods()
     if name not in registered:
         raise ConfigError(f"method.name: unknown method {name!r}; choose one of {', '.join(registered)}")

@@ -26,8 +26,6 @@ the class itself). Adding an encoder is adding its file under ``ecg_ray/models/`
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -35,6 +33,7 @@ from typing import ClassVar
 
 from torch import nn
 
+from ecg_ray.discovery import import_submodules
 from ecg_ray.errors import ConfigError
 
 ENCODER_OUTPUTS = ("pooled", "sequence")
@@ -99,13 +98,9 @@ def _origin(factory) -> tuple[str, str]:
 def discover() -> None:
     """Import every module of ``ecg_ray.models`` once, so that each encoder file registers itself."""
     global _discovered
-    if _discovered:
-        return
-    import ecg_ray.models as package
-
-    for module in sorted(m.name for m in pkgutil.iter_modules(package.__path__)):
-        importlib.import_module(f"{package.__name__}.{module}")
-    _discovered = True
+    if not _discovered:
+        import_submodules("ecg_ray.models")
+        _discovered = True
 
 
 def encoders() -> dict[str, Callable[..., Encoder]]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -172,7 +173,11 @@ def method_batches(dataset, batch_size: int, device: torch.device, fields: tuple
 
     class Requested(NumpyBatchCollateFn):
         def __call__(self, batch):
-            return {name: torch.from_numpy(batch[name]) for name in wanted}
+            with warnings.catch_warnings():
+                # Ray hands read-only views of its blocks; the tensors are only read (then copied to the
+                # device or into pinned memory), so torch's warning about writing to them does not apply.
+                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+                return {name: torch.from_numpy(batch[name]) for name in wanted}
 
     yield from dataset.iter_torch_batches(batch_size=batch_size, drop_last=True, device=device,
                                           collate_fn=Requested(), pin_memory=device.type == "cuda")

@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import math
-import os
-import sys
-import time
-from datetime import timedelta
 from itertools import combinations
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from ecg_ray.losses.clocs import clocs_loss, clocs_uniform_loss
+from tests.gloo import run_gloo
 
 WORLD = 2
 # ids 1 and 2 have rows on both ranks (rows 0-3 on rank 0, 4-7 on rank 1); 3 appears twice on rank 1
@@ -134,32 +129,17 @@ def test_bad_input_is_refused(views, ids, temperature, message):
 
 # --- 2 gloo workers: gathered candidates give the single-process loss and gradient ------------------------
 
-def _worker(rank: int, init_file: str, out_dir: str, views: torch.Tensor) -> None:
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    if sys.platform.startswith("linux"):
-        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD,
-                            timeout=timedelta(seconds=60))
-    try:
-        half = slice(rank * 4, rank * 4 + 4)
-        mine = views[half].clone().requires_grad_()
-        loss = clocs_loss(mine, SHARED_IDS[half], temperature=0.1)
-        loss.backward()
-        torch.save({"loss": loss.item(), "grad": mine.grad}, os.path.join(out_dir, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
+def _rank_loss(rank: int, views: torch.Tensor) -> dict:
+    half = slice(rank * 4, rank * 4 + 4)
+    mine = views[half].clone().requires_grad_()
+    loss = clocs_loss(mine, SHARED_IDS[half], temperature=0.1)
+    loss.backward()
+    return {"loss": loss.item(), "grad": mine.grad}
 
 
 def test_two_gloo_workers_equal_the_single_process_loss_and_gradient(tmp_path):
     views = _views(8, 3, seed=5)
-    ctx = mp.spawn(_worker, args=(str(tmp_path / "rendezvous"), str(tmp_path), views), nprocs=WORLD, join=False)
-    deadline = time.monotonic() + 120
-    while not ctx.join(timeout=1):
-        if time.monotonic() > deadline:
-            for process in ctx.processes:
-                process.terminate()
-            pytest.fail("distributed workers did not finish within 120 s")
-    outs = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
+    outs = run_gloo(_rank_loss, tmp_path, views, world=WORLD)
 
     full = views.clone().requires_grad_()
     loss = clocs_loss(full, SHARED_IDS, temperature=0.1, gather=False)

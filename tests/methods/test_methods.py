@@ -13,12 +13,7 @@ from ecg_ray.data.store import EcgStore
 from ecg_ray.data.stream import cut
 from ecg_ray.methods import METHODS, build_method
 from ecg_ray.methods.base import synthetic_batch
-
-
-def encoder_for(name: str) -> str:
-    """A small encoder of the kind the method declares (registry: Method.encoder_output)."""
-    return "cpc_4fc2lstm" if METHODS[name].encoder_output == "sequence" else "xresnet1d50"
-
+from tests.method_cases import encoder_for
 
 EXTRA = {"swav": ["swav.prototypes=40", "swav.small_crops=1"], "cpc": ["cpc.prediction_steps=3"]}
 

@@ -15,6 +15,7 @@ from ecg_ray.methods import METHODS
 from ecg_ray.methods.base import synthetic_batch
 from ecg_ray.methods.embedding_stats import embedding_std
 from ecg_ray.train.collapse import COLLAPSE_EPOCHS, assess
+from tests.method_cases import encoder_for
 
 
 def _reference_std(z: np.ndarray) -> float:
@@ -54,7 +55,7 @@ def _method(name: str, *overrides: str):
     from ecg_ray.config import load_config
     from ecg_ray.methods import build_method
 
-    encoder = "cpc_4fc2lstm" if METHODS[name].encoder_output == "sequence" else "xresnet1d50"
+    encoder = encoder_for(name)
     config = load_config(overrides=[f"method.name={name}", f"model.encoder={encoder}", "train.batch_size=8",
                                     *overrides])
     torch.manual_seed(0)

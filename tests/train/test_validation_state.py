@@ -15,12 +15,7 @@ from ecg_ray.data.store_writer import StoreWriter
 from ecg_ray.methods import METHODS, build_method
 from ecg_ray.methods.base import synthetic_batch
 from ecg_ray.train.pretrain import _validation
-
-
-def encoder_for(name: str) -> str:
-    """A small encoder of the kind the method declares (registry: Method.encoder_output)."""
-    return "cpc_4fc2lstm" if METHODS[name].encoder_output == "sequence" else "xresnet1d50"
-
+from tests.method_cases import encoder_for
 
 # SwAV with its queue already in use (epoch >= queue_start_epoch), so validation could push into it.
 EXTRA = {"swav": ["swav.prototypes=20", "swav.queue_batches=2", "swav.queue_start_epoch=0"],
