@@ -16,7 +16,7 @@ RUN_CONFIGS = sorted(p for p in JOBS.rglob("*.yaml")
 
 
 def test_there_are_run_configs_in_every_folder():
-    assert {p.parent.name for p in RUN_CONFIGS} >= {"paper", "pretrain", "smoke"}
+    assert {p.parent.name for p in RUN_CONFIGS} >= {"paper", "pretrain", "smoke", "eval"}
 
 
 @pytest.mark.parametrize("path", RUN_CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")

@@ -87,6 +87,10 @@ class CPC(Method):
         if getattr(encoder, "output", None) != "sequence":  # the encoder declares it (ecg_ray.models.registry)
             raise ConfigError(f"method cpc needs a sequence encoder (model.encoder=cpc_4fc2lstm), "
                               f"got {type(encoder).__name__}")
+        if not getattr(encoder, "causal", True):  # a sequence encoder whose context sees later steps
+            raise ConfigError(f"method cpc needs a causal context network: {type(encoder).__name__} here is "
+                              f"bidirectional, so it would see the steps it predicts (use cpc_s4 to pretrain; "
+                              f"the bidirectional one is for supervised training)")
         c = self.c = self.settings
         self.steps = normalise_steps(c.prediction_steps)
         # Checked here, not at the first batch: a step that no crop can reach would otherwise only

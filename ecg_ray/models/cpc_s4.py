@@ -72,6 +72,8 @@ class CPCS4Encoder(Encoder):
         self.encoder = CausalConvFrontEnd(in_channels, width, tuple(kernel_sizes), tuple(strides))
         # bidirectional=True is for supervised/downstream use only: CPC must not see the future
         self.s4 = S4Stack(width, layers, d_state, dropout=dropout, norm=norm, bidirectional=bidirectional)
+        #: whether c_t depends only on z_<=t (what CPC needs; the cpc method refuses a bidirectional encoder)
+        self.causal = not bidirectional
         self.out_channels = width
         self.feature_dim = 3 * width
         self.downsample = math.prod(strides)
@@ -101,3 +103,14 @@ class CPCS4Encoder(Encoder):
 def cpc_s4(in_channels: int = 12, **kwargs) -> CPCS4Encoder:
     """ECG-CPC's network: CNN front end (512, strides 2,1,1,1) + 4 causal S4 layers (512, state 8), 1536-d features."""
     return CPCS4Encoder(in_channels=in_channels, **kwargs)
+
+
+@register_encoder("cpc_s4_bidirectional")
+def cpc_s4_bidirectional(in_channels: int = 12, **kwargs) -> CPCS4Encoder:
+    """cpc_s4 with bidirectional S4 layers (a causal and an anti-causal kernel each), for supervised training.
+
+    Each time step sees the whole window, as the bidirectional S4 classifiers of Mehari & Strodthoff 2023 do.
+    Not for CPC (it would see the steps it predicts) and not loadable from a causal cpc_s4 export: its S4
+    layers carry a second kernel.
+    """
+    return CPCS4Encoder(in_channels=in_channels, bidirectional=True, **kwargs)

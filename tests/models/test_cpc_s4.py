@@ -111,3 +111,28 @@ def test_cpc_method_trains_on_it_unchanged():
     # dot-product scores of unnormalised latents start far from uniform (ln 17 = 2.8); training must
     # take the loss below the uniform level, not just down from a large start
     assert losses[-1] < 0.5 * math.log(17) and losses[-1] < 0.2 * losses[0], losses
+
+
+def test_bidirectional_variant_sees_both_directions_and_cpc_refuses_it():
+    """cpc_s4_bidirectional: same network with an anti-causal kernel per S4 layer; for supervised use only."""
+    from ecg_ray.config import load_config
+    from ecg_ray.errors import ConfigError
+    from ecg_ray.methods import build_method
+
+    torch.manual_seed(0)
+    encoder = build_encoder("cpc_s4_bidirectional").eval()
+    assert not encoder.causal and all(b.layer.bidirectional for b in encoder.s4.blocks)
+    # the anti-causal kernel adds 2 x (512 x 8 complex pairs) per layer: 16,384 parameters over 4 layers
+    assert sum(p.numel() for p in encoder.parameters()) == 2_951_168 + 16_384
+    x = torch.randn(2, 12, 200)
+    y = x.clone()
+    y[:, :, 150:] = torch.randn_like(y[:, :, 150:])
+    with torch.no_grad():
+        cx, cy = encoder.context(encoder.encode(x)), encoder.context(encoder.encode(y))
+    # steps before the change (t < 74) now see it: information flows backwards in time
+    assert not torch.allclose(cx[:, :70], cy[:, :70])
+    config = load_config(None, {"method.name": "cpc", "model.encoder": "cpc_s4_bidirectional", "data.crop": 120,
+                                "cpc.prediction_steps": [2], "cpc.negatives": "sequence",
+                                "cpc.num_negatives": 8, "data.store": "unused"})
+    with pytest.raises(ConfigError, match="causal"):
+        build_method(config, fs=100.0)
