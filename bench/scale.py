@@ -29,6 +29,12 @@ The largest N must fit the disk: ``--length 0`` picks the longest record (1000, 
 
 Prints ``RESULT scale_<N> ...`` per N, then ``RESULT scale driver_bytes_per_record=..`` and
 ``RESULT scale crops_per_s=..`` for the largest N.
+
+``--fields patient_index,crop_start`` (the batch fields a method can ask for, ``Method.batch_fields``)
+streams each store a second time, in a fresh process, with those fields added, and prints
+``RESULT scale_fields_<N> driver_bytes_per_record=.. baseline_driver_bytes_per_record=..
+crops_per_s=.. baseline_crops_per_s=.. ratio=..`` (crops/s with the fields over without, same store,
+same run).
 """
 
 from __future__ import annotations
@@ -205,13 +211,15 @@ def disk_read_bytes() -> int:
     return total
 
 
-def stream_epoch(store: Path, epoch: int, crop: int, batch: int, records_per_task: int) -> dict:
+def stream_epoch(store: Path, epoch: int, crop: int, batch: int, records_per_task: int,
+                 fields: tuple[str, ...] = ()) -> dict:
     """One epoch of the whole store as one worker: plan s, first batch s, crops/s, read tasks."""
     from ecg_ray.data.stream import train_crops
 
     disk = disk_read_bytes()
     start = time.perf_counter()
-    dataset, info = train_crops(store, crop=crop, seed=0, epoch=epoch, records_per_task=records_per_task)
+    dataset, info = train_crops(store, crop=crop, seed=0, epoch=epoch, records_per_task=records_per_task,
+                                fields=fields)
     planned = time.perf_counter()
     first, crops = None, 0
     for x in dataset.iter_torch_batches(batch_size=batch, drop_last=True):
@@ -257,10 +265,17 @@ def phase_stream(args) -> dict:
     store, n = Path(args.store), args.records
     stream_epoch(Path(args.base), 0, args.crop, args.batch, 50)  # warm-up: imports, executor, workers
     records_per_task = max(1, min(auto_records_per_task(args.crop), n // args.min_tasks))
-    out = {"records_per_task": records_per_task}
+    fields = tuple(f for f in (args.fields or "").split(",") if f)
+    out = {"records_per_task": records_per_task, "fields": list(fields)}
     with PeakSampler() as driver:
-        out["epochs"] = [stream_epoch(store, epoch, args.crop, args.batch, records_per_task)
+        out["epochs"] = [stream_epoch(store, epoch, args.crop, args.batch, records_per_task, fields)
                          for epoch in range(args.epochs)]
+    if fields:  # the fields' columns arrived in every batch
+        batch = next(iter(train_crops(store, crop=args.crop, seed=0, epoch=0, records_per_task=records_per_task,
+                                      fields=fields)[0].iter_batches(batch_size=8)))
+        missing = [f for f in fields if f not in batch]
+        if missing:
+            raise SystemExit(f"the stream's batches lack {missing}")
     out["driver_growth"] = driver.growth
     # Opening + planning alone under tracemalloc (Python objects and numpy arrays; Arrow buffers are not traced).
     gc.collect()
@@ -291,11 +306,12 @@ def phase_open(args) -> dict:
             "held_bytes": store.metadata_bytes()}
 
 
-def run_phase(phase: str, args, store: Path, base: Path, records: int, length: int) -> dict:
+def run_phase(phase: str, args, store: Path, base: Path, records: int, length: int, fields: str = "") -> dict:
     """Run one phase in a fresh Python process (no allocator state left by the others); its JSON line."""
     command = [sys.executable, __file__, "--phase", phase, "--store", str(store), "--base", str(base),
                "--records", str(records), "--length", str(length), "--crop", str(args.crop),
-               "--batch", str(args.batch), "--epochs", str(args.epochs), "--min-tasks", str(args.min_tasks)]
+               "--batch", str(args.batch), "--epochs", str(args.epochs), "--min-tasks", str(args.min_tasks),
+               "--fields", fields]
     proc = subprocess.run(command, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"{phase} phase for {records:,} records failed:\n{proc.stderr[-3000:]}")
@@ -340,6 +356,8 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=2, help="the first reads what the page cache kept")
     parser.add_argument("--min-tasks", type=int, default=100, help="read tasks per epoch, at least")
     parser.add_argument("--tmp", default=None, help="where the stores go (default: the system temp dir)")
+    parser.add_argument("--fields", default="", help="comma-separated batch fields (patient_index,crop_start) "
+                        "to stream a second time with, against the plain stream")
     parser.add_argument("--phase", choices=sorted(PHASES), help=argparse.SUPPRESS)  # child processes
     parser.add_argument("--store", help=argparse.SUPPRESS)
     parser.add_argument("--base", help=argparse.SUPPRESS)
@@ -368,6 +386,15 @@ def main() -> int:
             if not all(n - args.batch < x["crops"] <= n for x in m["epochs"]):
                 raise SystemExit(f"an epoch of {n:,} records gave {[x['crops'] for x in m['epochs']]} crops")
             report(n, length, build, m)
+            if args.fields:
+                f = run_phase("stream", args, store, tmp / "base", n, length, args.fields)
+                rate, base_rate = steady_rate(f["epochs"]), steady_rate(m["epochs"])
+                print(f"  with {args.fields}: driver +{f['driver_growth'] / 1e6:.0f} MB = "
+                      f"{f['driver_growth'] / n:.0f} B/record (plain stream {m['driver_growth'] / n:.0f}), "
+                      f"{rate:,.0f} crops/s (plain {base_rate:,.0f}); read task peak {f['task']['peak'] / 1e6:.0f} MB")
+                print(f"RESULT scale_fields_{n} driver_bytes_per_record={f['driver_growth'] / n:.0f} "
+                      f"baseline_driver_bytes_per_record={m['driver_growth'] / n:.0f} crops_per_s={rate:.0f} "
+                      f"baseline_crops_per_s={base_rate:.0f} ratio={rate / base_rate:.3f}", flush=True)
             last.append((n, m))
             shutil.rmtree(store)
         n, m = last[-1]
