@@ -109,6 +109,7 @@ class EcgStore:
         self._records: pd.DataFrame | None = None
         # Columns of records.parquet read one at a time (while the whole table is not read).
         self._columns: dict[str, np.ndarray | pd.Categorical] = {}
+        self._codes: dict[str, tuple[np.ndarray, int]] = {}  # value_codes(): string columns as numbers only
         self._records_schema = None  # (rows, column names, Arrow schema) from the footer, read once
         self._labels: pd.DataFrame | None = None
         self._signals: zarr.Array | None = None
@@ -130,12 +131,14 @@ class EcgStore:
         if self._records is None:
             self._records = self._read_table(RECORDS_TABLE)
             self._columns.clear()  # the table holds them all; one copy, and edits to it are seen
+            self._codes.clear()
         return self._records
 
     @records.setter
     def records(self, table: pd.DataFrame) -> None:
         self._records = table
         self._columns.clear()
+        self._codes.clear()
 
     @property
     def record_columns(self) -> tuple[str, ...]:
@@ -161,6 +164,42 @@ class EcgStore:
         if name not in self._columns:
             self._read_columns([name])
         return self._columns[name]
+
+    def value_codes(self, name: str) -> tuple[np.ndarray, int]:
+        """``(codes, distinct)``: an int32 per record numbering its value of string column ``name`` (-1 where
+        missing), and how many distinct values there are; the values themselves are not kept.
+
+        For columns whose values are nearly all distinct (``patient_id`` in a corpus of one record per
+        patient) this costs 4 bytes per record, where :meth:`column`'s categories would keep every string
+        (~160 bytes per record at 1M records). Read on first use and kept.
+        """
+        import pandas as pd
+        import pyarrow as pa
+
+        if name in self._codes:
+            return self._codes[name]
+        if self._records is not None or name in self._columns:
+            values = self.column(name)
+            if isinstance(values, pd.Categorical):
+                codes, distinct = np.asarray(values.codes, dtype=np.int32), len(values.categories)
+            else:
+                codes, uniques = pd.factorize(np.asarray(values))
+                codes, distinct = codes.astype(np.int32), len(uniques)
+        else:
+            table = self._read_parquet_columns([name], dictionary=True)
+            column = table.column(name)
+            del table
+            if not pa.types.is_dictionary(column.type):
+                raise TypeError(f"{name} is not a string column")
+            column = column.unify_dictionaries()  # one numbering across the file's row groups
+            distinct = len(column.chunk(0).dictionary) if column.num_chunks else 0
+            codes = np.concatenate([chunk.indices.fill_null(-1).to_numpy().astype(np.int32, copy=False)
+                                    for chunk in column.chunks]) if column.num_chunks else np.empty(0, np.int32)
+            del column
+            pa.default_memory_pool().release_unused()
+        codes.flags.writeable = False
+        self._codes[name] = (codes, distinct)
+        return self._codes[name]
 
     def take(self, name: str, indices: np.ndarray) -> list:
         """Values of one column for the records ``indices`` (in that order), without keeping the column."""

@@ -382,26 +382,19 @@ def eval_windows(store: EcgStore | str | Path, indices: np.ndarray | None = None
 def patient_codes(parts: list[StorePart], part_ids: np.ndarray, indices: np.ndarray) -> np.ndarray:
     """An int64 per planned record naming its patient, unique over the stores of a mixture.
 
-    The codes of each store's ``patient_id`` column (read dictionary-encoded: a few bytes per record),
-    shifted past the previous stores' codes, so two stores' patients never share a code. A record
-    without a patient id (or a store without the column) is a patient of its own. Costs 8 bytes per
-    planned record, plus the column's codes (4 bytes per record) per store.
+    The codes of each store's ``patient_id`` column (:meth:`EcgStore.value_codes`: 4 bytes per record,
+    the ids themselves are not kept), shifted past the previous stores' codes, so two stores' patients
+    never share a code. A record without a patient id (or a store without the column) is a patient of
+    its own. Costs 8 bytes per planned record, plus the column's codes (4 bytes per record) per store.
     """
-    import pandas as pd
-
     codes = np.empty(len(indices), dtype=np.int64)
     base = 0
     for k, part in enumerate(parts):
         mine = part_ids == k
         store = part.store
         if store.has_column("patient_id"):
-            column = store.column("patient_id")
-            if isinstance(column, pd.Categorical):
-                store_codes, patients = np.asarray(column.codes, dtype=np.int64), len(column.categories)
-            else:
-                store_codes, uniques = pd.factorize(np.asarray(column))
-                store_codes, patients = store_codes.astype(np.int64), len(uniques)
-            chosen = store_codes[indices[mine]]
+            store_codes, patients = store.value_codes("patient_id")
+            chosen = store_codes[indices[mine]].astype(np.int64)
             # No patient id: a patient of its own, numbered after the store's patients.
             chosen = np.where(chosen < 0, patients + indices[mine], chosen)
             codes[mine] = base + chosen

@@ -177,3 +177,35 @@ def test_missing_folds_and_store_without_fold_column(tmp_path):
         select_records(store, folds=[1])
     with pytest.raises(ConfigError, match="has no folds; set data.train_folds=null"):
         check_folds(store, [1], "data.train_folds")
+
+
+def test_value_codes_number_strings_without_keeping_them(big_store, reference, tmp_path):
+    """patient_index reads patient_id as int32 codes (4 B/record): equal to factorising the strings, one
+    numbering across row groups, nulls -1, and the strings are not cached."""
+    import shutil
+
+    import pyarrow as pa
+
+    copy = tmp_path / "store"
+    shutil.copytree(big_store, copy)
+    table = pq.read_table(copy / "records.parquet")
+    patients = table.column("patient_id").to_pylist()
+    patients[5] = None  # a record without a patient id
+    patients[9000] = patients[3]  # a patient seen again in another row group
+    table = table.set_column(table.schema.get_field_index("patient_id"), "patient_id", pa.array(patients))
+    # small row groups: each gets its own dictionary, which value_codes must unify
+    pq.write_table(table, copy / "records.parquet", row_group_size=1000)
+    store = EcgStore(copy)
+    codes, distinct = store.value_codes("patient_id")
+    expected, uniques = pd.factorize(pd.Series(patients, dtype=object))
+    assert codes.dtype == np.int32 and distinct == len(uniques) == RECORDS - 2
+    assert codes[5] == -1 and codes[9000] == codes[3]
+    # the same partition of records as factorize (numbers may differ, the grouping may not)
+    assert len(set(zip(codes.tolist(), expected.tolist(), strict=True))) == len(uniques) + 1
+    assert "patient_id" not in store._columns
+    assert store.value_codes("patient_id")[0] is codes  # kept
+    # through the stream's helper: one code per patient, a record without id a patient of its own
+    indices = np.arange(RECORDS)
+    part = stream.StorePart(store, indices, 1.0)
+    patient = stream.patient_codes([part], np.zeros(RECORDS, dtype=np.int64), indices)
+    assert patient[9000] == patient[3] and len(np.unique(patient)) == RECORDS - 1
