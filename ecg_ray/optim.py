@@ -34,35 +34,55 @@ _NORM_TYPES: tuple[type[nn.Module], ...] = (
 ) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
 
 
+#: a parameter with this attribute (a float) trains at min(its group's lr, that value) without weight decay:
+#: S4's rule for the state-space dynamics (``ecg_ray.models.s4``), which a large lr destabilises
+LR_CAP = "_lr_cap"
+
+
+def cap_lr(param: nn.Parameter, cap: float) -> nn.Parameter:
+    """Mark ``param`` to train at most at ``cap`` (see :data:`LR_CAP`); returns it."""
+    setattr(param, LR_CAP, float(cap))
+    return param
+
+
 def parameter_groups(model: nn.Module, weight_decay: float, lr: float | None = None) -> list[dict[str, Any]]:
-    """Split ``model``'s trainable parameters into a decay group and a no-decay group.
+    """Split ``model``'s trainable parameters into a decay group, a no-decay group and capped groups.
 
     No decay (group flagged ``lars_exclude=True``, ``weight_decay=0``): every parameter of a
     normalisation layer and every parameter with at most one dimension (biases, norm scales,
     learned temperatures). Decay (``weight_decay``): the rest (conv / linear weights,
-    embeddings, prototypes). Frozen parameters (``requires_grad=False``) are left out, shared
-    parameters are listed once, and an empty group is dropped. ``lr``, if given, is set on
-    both groups.
+    embeddings, prototypes). Parameters marked with :func:`cap_lr` go to one group per cap
+    (``name`` ``lr_cap=X``, no decay, ``lr_cap`` X: their lr is min(lr, X), set here when ``lr`` is
+    given, else by :func:`build_optimizer`). Frozen parameters (``requires_grad=False``) are left
+    out, shared parameters are listed once, and an empty group is dropped. ``lr``, if given, is set
+    on every group.
     """
     if weight_decay < 0:
         raise ConfigError(f"optim.weight_decay must be >= 0, got {weight_decay!r}")
     seen: set[int] = set()
     decay: list[nn.Parameter] = []
     no_decay: list[nn.Parameter] = []
+    capped: dict[float, list[nn.Parameter]] = {}
     for module in model.modules():
         is_norm = isinstance(module, _NORM_TYPES)
         for param in module.parameters(recurse=False):
             if not param.requires_grad or id(param) in seen:
                 continue
             seen.add(id(param))
-            (no_decay if is_norm or param.ndim <= 1 else decay).append(param)
+            cap = getattr(param, LR_CAP, None)
+            if cap is not None:
+                capped.setdefault(float(cap), []).append(param)
+            else:
+                (no_decay if is_norm or param.ndim <= 1 else decay).append(param)
     groups = [
         {"name": "decay", "params": decay, "weight_decay": float(weight_decay), "lars_exclude": False},
         {"name": "no_decay", "params": no_decay, "weight_decay": 0.0, "lars_exclude": True},
     ]
+    groups += [{"name": f"lr_cap={cap:g}", "params": params, "weight_decay": 0.0, "lars_exclude": True,
+                "lr_cap": cap} for cap, params in capped.items()]
     if lr is not None:
         for group in groups:
-            group["lr"] = float(lr)
+            group["lr"] = min(float(lr), group.get("lr_cap", math.inf))
     return [g for g in groups if g["params"]]
 
 
@@ -167,6 +187,9 @@ def build_optimizer(model_or_params: nn.Module | Iterable, name: str = "adamw", 
         params = list(model_or_params)
     if not params:
         raise ConfigError("optim: there are no trainable parameters to optimize")
+    for group in params:  # capped groups without their own lr: the cap against the optimizer's lr
+        if isinstance(group, dict) and "lr_cap" in group and "lr" not in group:
+            group["lr"] = min(float(lr), group["lr_cap"])
     if key == "adamw":
         return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay)
     if key == "adam":

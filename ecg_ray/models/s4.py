@@ -34,10 +34,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ecg_ray.errors import ConfigError
+from ecg_ray.optim import cap_lr
 
 INITS = ("lin", "inv")
 DISCRETIZATIONS = ("zoh", "bilinear")
 NORMS = ("layer", "batch")
+#: the learning-rate cap of the SSM dynamics (log dt, A), S4's and S4D's ``lr=min(0.001, lr)``
+SSM_LR = 0.001
 
 
 class S4DLayer(nn.Module):
@@ -45,7 +48,7 @@ class S4DLayer(nn.Module):
 
     def __init__(self, d_model: int, d_state: int = 64, *, dt_min: float = 0.001, dt_max: float = 0.1,
                  init: str = "lin", discretization: str = "zoh", bidirectional: bool = False,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, ssm_lr: float | None = SSM_LR):
         super().__init__()
         if d_state < 2 or d_state % 2:
             raise ConfigError(f"s4: d_state must be an even number >= 2 (N/2 complex modes), got {d_state}")
@@ -72,6 +75,11 @@ class S4DLayer(nn.Module):
         self.log_dt = nn.Parameter(log_dt)
         self.log_neg_real = nn.Parameter(torch.full((d_model * modes,), math.log(0.5)))
         self.imag = nn.Parameter(imag.repeat(d_model))
+        if ssm_lr is not None:
+            # S4/S4D train A and dt at min(lr, 0.001) (their optimizer hook): at ECG-CPC's lr 3e-3
+            # the dynamics would otherwise move 3x faster than in the reference
+            for param in (self.log_dt, self.log_neg_real, self.imag):
+                cap_lr(param, ssm_lr)
         # C complex (kernels, H, N/2) as (re, im) pairs; B = 1 is folded into C (S4D's choice).
         # Variance 1/2 per part: the complex standard normal of S4D's torch.randn(..., dtype=cfloat).
         self.C = nn.Parameter(torch.randn(kernels, d_model, modes, 2) * math.sqrt(0.5))

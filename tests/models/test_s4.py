@@ -135,14 +135,29 @@ def test_runs_under_bf16_autocast_in_fp32_ffts():
     torch.testing.assert_close(half.float(), reference, rtol=0.05, atol=0.05)  # bf16 Linear only
 
 
-def test_ssm_dynamics_get_no_weight_decay():
-    from ecg_ray.optim import parameter_groups
+def test_ssm_dynamics_get_no_weight_decay_and_a_capped_lr():
+    """S4's optimizer rule: A and dt at min(lr, 0.001) without weight decay; C, D, the output layer as usual."""
+    from ecg_ray.optim import build_optimizer, parameter_groups, warmup_cosine
 
     layer = S4DLayer(4, 8)
-    groups = {g["name"]: {id(p) for p in g["params"]} for g in parameter_groups(layer, 0.01)}
-    for param in (layer.log_dt, layer.log_neg_real, layer.imag):
-        assert id(param) in groups["no_decay"]
-    assert id(layer.C) in groups["decay"] and id(layer.output_linear.weight) in groups["decay"]
+    groups = {g["name"]: g for g in parameter_groups(layer, 0.01)}
+    assert set(groups) == {"decay", "no_decay", "lr_cap=0.001"}
+    capped = {id(p) for p in groups["lr_cap=0.001"]["params"]}
+    assert capped == {id(layer.log_dt), id(layer.log_neg_real), id(layer.imag)}
+    assert groups["lr_cap=0.001"]["weight_decay"] == 0.0
+    assert id(layer.C) in {id(p) for p in groups["decay"]["params"]}
+    assert id(layer.D) in {id(p) for p in groups["no_decay"]["params"]}
+    for lr, expected in ((3e-3, 1e-3), (1e-4, 1e-4)):  # ECG-CPC's lr 3e-3 is capped; a lower one is kept
+        optimizer = build_optimizer(layer, "adam", lr=lr, weight_decay=1e-3)
+        lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}
+        assert lrs == {"decay": lr, "no_decay": lr, "lr_cap=0.001": expected}
+    # the schedule scales the capped group like the others
+    scheduler = warmup_cosine(optimizer, warmup_steps=2, total_steps=10)
+    optimizer.step()
+    scheduler.step()
+    lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}
+    assert lrs["lr_cap=0.001"] == pytest.approx(lrs["decay"])  # both at 1e-4 x the same factor
+    assert S4DLayer(4, 8, ssm_lr=None).log_dt.__dict__.get("_lr_cap") is None  # opt out
 
 
 @pytest.mark.parametrize("options", [{"d_state": 5}, {"init": "legs"}, {"discretization": "euler"},
