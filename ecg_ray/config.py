@@ -58,7 +58,11 @@ class DataConfig:
     #: stratified share of the training records that keep their labels (Tune: data.label_fraction)
     label_fraction: float = 1.0
     label_set: str = "all"
-    #: training crop and evaluation window, in samples at the store's rate (2.5 s at 100 Hz)
+    #: evaluation on a lead subset, e.g. [I, II, V1]: the other leads are zeroed (inputs keep 12
+    #: channels) in the training crops, validation and test windows and the noise evaluation; null = all 12
+    leads: list[str] | None = None
+    #: training crop and evaluation window, in samples at the store's rate (2.5 s at 100 Hz); window 0 =
+    #: whole records (one window per record, evaluation only; the training crops stay data.crop)
     crop: int = 250
     window: int = 250
     stride: int = 125
@@ -141,7 +145,8 @@ class TrainConfig:
 class EvalConfig:
     """Downstream training and evaluation (``ecg-ray evaluate``)."""
 
-    #: linear (frozen encoder, BN in eval mode), finetune (whole network), supervised (random init)
+    #: linear (frozen encoder, BN in eval mode), finetune (whole network), supervised (random init);
+    #: knn, logreg: probes on cached embeddings (``ecg-ray embed``), fitted in the driver, no Ray Train run
     mode: str = "linear"
     #: classifier head: auto = linear, or the paper's 2-layer head for the CPC encoder in finetune/supervised
     head: str = "auto"
@@ -170,6 +175,17 @@ class EvalConfig:
     bootstrap: int = 1000
     #: name of this model variant in results tables and reports (default: derived)
     variant: str = ""
+    #: knn / logreg: embeddings file of ``ecg-ray embed`` ("" = embed the store first, into the run directory,
+    #: with eval.encoder / eval.pretrained, or a random-init model.encoder)
+    embeddings: str = ""
+    #: knn: neighbour counts tried; the one with the best validation macro AUC is kept
+    knn_k: list[int] = field(default_factory=lambda: [1, 5, 10, 20, 50, 100])
+    #: knn: temperature T of the neighbour weights exp(cosine similarity / T)
+    knn_temperature: float = 0.07
+    #: logreg: inverse L2 strengths C tried (sklearn's C: mean log-loss + ||w||^2 / (2 C n))
+    logreg_c: list[float] = field(default_factory=lambda: [0.001, 0.01, 0.1, 1.0, 10.0])
+    #: logreg: L-BFGS iterations per fit
+    logreg_max_iter: int = 200
 
 
 @dataclass

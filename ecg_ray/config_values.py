@@ -24,7 +24,7 @@ _RULES: tuple[tuple[str, str, Callable[[Any], bool]], ...] = (
     ("seed", ">= 0", lambda v: v >= 0),
     ("data.label_fraction", "in (0, 1]", lambda v: 0 < v <= 1),
     ("data.crop", ">= 1 (samples)", lambda v: v >= 1),
-    ("data.window", ">= 1 (samples)", lambda v: v >= 1),
+    ("data.window", ">= 1 (samples), or 0 for whole records", lambda v: v >= 0),
     ("data.stride", ">= 1 (samples)", lambda v: v >= 1),
     ("data.crops_per_record", ">= 1", lambda v: v >= 1),
     ("data.records_per_task", ">= 1 (or null for auto)", lambda v: v >= 1),
@@ -56,6 +56,10 @@ _RULES: tuple[tuple[str, str, Callable[[Any], bool]], ...] = (
     ("eval.finetune_lr", "> 0 (or null = optim.lr)", lambda v: v > 0),
     ("eval.min_test_positives", ">= 1", lambda v: v >= 1),
     ("eval.bootstrap", ">= 0 (0: no interval)", lambda v: v >= 0),
+    ("eval.knn_k", "a non-empty list of counts >= 1", lambda v: len(v) > 0 and all(k >= 1 for k in v)),
+    ("eval.knn_temperature", "> 0", lambda v: v > 0),
+    ("eval.logreg_c", "a non-empty list of numbers > 0", lambda v: len(v) > 0 and all(c > 0 for c in v)),
+    ("eval.logreg_max_iter", ">= 1", lambda v: v >= 1),
     ("noise.seed", ">= 0", lambda v: v >= 0),
     ("noise.mains_hz", "> 0", lambda v: v > 0),
 )
@@ -98,6 +102,9 @@ def check_values(config) -> None:
             raise ConfigError(f"{key} must be {rule}, got {value!r}")
     if config.train.max_workers is not None and config.train.max_workers < config.train.workers:
         raise ConfigError(f"train.max_workers={config.train.max_workers} is below train.workers={config.train.workers}")
+    from ecg_ray.data.leads import lead_subset
+
+    lead_subset(config.data.leads)  # unknown or repeated names, an empty list
     for k, spec in enumerate(config.data.stores or []):
         if not spec.weight > 0:
             raise ConfigError(f"data.stores[{k}].weight must be > 0, got {spec.weight!r}")

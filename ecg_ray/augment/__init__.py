@@ -14,7 +14,8 @@ are built from broadcast arithmetic (and one FFT for :class:`EMNoise`).
 
 Modules, one job each: :mod:`.base` (the interface, RandomApply, Compose), :mod:`.crops`
 (RandomResizedCrop, TimeOut), :mod:`.warps` (DynamicTimeWarp), :mod:`.amplitude`
-(ChannelResize), :mod:`.noise` (the additive noise models), and the helpers :mod:`.checks`
+(ChannelResize), :mod:`.leads` (RandomLeadMask, ECG-FM's random lead masking), :mod:`.noise` (the
+additive noise models), and the helpers :mod:`.checks`
 (argument validation), :mod:`.draws` (random draws) and :mod:`.interpolation` (gather + lerp).
 This module holds the registry and the builder.
 
@@ -43,6 +44,7 @@ from .draws import _rand as _rand
 from .draws import _randn as _randn
 from .draws import _uniform as _uniform
 from .interpolation import _resample as _resample
+from .leads import RandomLeadMask
 from .noise import BaselineShift, BaselineWander, EMNoise, GaussianNoise, PowerlineNoise
 from .warps import DynamicTimeWarp
 
@@ -62,6 +64,7 @@ __all__ = [
     "GaussianNoise",
     "PowerlineNoise",
     "RandomApply",
+    "RandomLeadMask",
     "RandomResizedCrop",
     "TimeOut",
     "build_augmentation",
@@ -75,7 +78,7 @@ PAPER_DEFAULT: list[dict[str, Any]] = [{"name": "RandomResizedCrop"}, {"name": "
 TRANSFORMS: dict[str, type[Augmentation]] = {
     cls.__name__: cls
     for cls in (RandomResizedCrop, TimeOut, GaussianNoise, ChannelResize, BaselineWander, PowerlineNoise,
-                EMNoise, BaselineShift, DynamicTimeWarp)
+                EMNoise, BaselineShift, DynamicTimeWarp, RandomLeadMask)
 }
 
 

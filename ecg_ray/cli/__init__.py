@@ -174,8 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "random-init encoder.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--mode", choices=("linear", "finetune", "supervised"), default=None,
-                   help="evaluation mode (eval.mode)")
+    p.add_argument("--mode", choices=("linear", "finetune", "supervised", "knn", "logreg"), default=None,
+                   help="evaluation mode (eval.mode); knn and logreg are probes on cached embeddings (--embeddings, "
+                        "or the store embedded first with --encoder/--pretrained) fitted without a training run")
+    p.add_argument("--embeddings", type=_location, default=None, metavar="EMB",
+                   help="knn/logreg: embeddings file of `ecg-ray embed` (eval.embeddings)")
     p.add_argument("--store", type=_location, default=None, help="prepared labelled store, local or URI (data.store)")
     source = p.add_mutually_exclusive_group()
     source.add_argument("--encoder", type=_location, default=None, help="exported encoder file (ecg-ray export)")
@@ -218,9 +221,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a run's encoder weights",
                        description="Write the encoder of RUN_DIR's newest checkpoint (or, with --best, of its best "
                                    "epoch by the validation metric) to a file loadable with "
-                                   "torch.load(..., weights_only=True) (see README).")
+                                   "torch.load(..., weights_only=True), or with --format safetensors to a folder "
+                                   "(model.safetensors, config.json, README.md model card) in the Hugging Face "
+                                   "Hub layout; ecg_ray.load_encoder(PATH) loads either (see README).")
     p.add_argument("run_dir", type=_location, help="pretraining run directory or URI")
-    p.add_argument("--out", type=_location, required=True, help="output file or URI, e.g. encoder.pt")
+    p.add_argument("--out", type=_location, required=True,
+                   help="output file or URI, e.g. encoder.pt (a folder with --format safetensors)")
+    p.add_argument("--format", choices=["torch", "safetensors"], default="torch",
+                   help="torch: one weights-only file (default); safetensors: a portable folder")
     p.add_argument("--best", action="store_true",
                    help="the epoch with the best validation metric (probe macro AUC, else held-out SSL loss) "
                         "instead of the latest")
@@ -238,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-test-positives", type=int, default=None,
                    help="labels need this many test positives to be compared (default 1; 10 = recent benchmark papers)")
     p.add_argument("--json", action="store_true", help="print a JSON summary on the last line")
+
+    add_embed_parser(sub)
 
     p = sub.add_parser("download", help="download a public dataset",
                        description="Download a public ECG dataset from PhysioNet (resumable).")
@@ -324,12 +334,16 @@ def cmd_evaluate(args) -> dict:
         flags.append(f"eval.encoder={args.encoder}")
     if args.pretrained is not None:
         flags.append(f"eval.pretrained={args.pretrained}")
+    if args.embeddings is not None:
+        flags.append(f"eval.embeddings={args.embeddings}")
     config = load_config(args.config, [*args.overrides, *flags, *_run_flags(args)])
     summary = run_evaluation(config, args.output)
     low, high = summary["test_macro_auc_ci"]
+    chosen = (", ".join(f"{k}={v}" for k, v in summary["selected"].items()) if "selected" in summary
+              else f"epoch {summary['best_epoch']}")
     print(f"{summary['variant']}: test macro AUC {summary['test_macro_auc']:.4f} [{low:.4f}, {high:.4f}] over "
           f"{summary['labels_scored']} labels ({summary['labels_skipped']} without positives and negatives "
-          f"skipped); best epoch {summary['best_epoch']} (val {summary['val_macro_auc']:.4f})")
+          f"skipped); best {chosen} (val {summary['val_macro_auc']:.4f})")
     for row in summary["robustness"]:
         print(f"  noise {row['noise_type']:<16} SNR {row['snr_db']:>6.1f} dB: test macro AUC {row['test_macro_auc']:.4f}")
     print(f"  run dir     {summary['run_dir']}")
@@ -352,11 +366,12 @@ def cmd_sweep(args) -> dict:
 
 
 from ecg_ray.cli.data_commands import cmd_download, cmd_inspect, cmd_prepare  # noqa: E402
+from ecg_ray.cli.embed_commands import add_embed_parser, cmd_embed  # noqa: E402
 from ecg_ray.cli.result_commands import cmd_compare, cmd_export, cmd_report  # noqa: E402
 
 COMMANDS = {"prepare": cmd_prepare, "inspect": cmd_inspect, "download": cmd_download,
             "pretrain": cmd_pretrain, "export": cmd_export, "evaluate": cmd_evaluate, "sweep": cmd_sweep,
-            "report": cmd_report, "compare": cmd_compare}
+            "report": cmd_report, "compare": cmd_compare, "embed": cmd_embed}
 
 
 def main(argv: list[str] | None = None) -> int:

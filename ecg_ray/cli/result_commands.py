@@ -22,11 +22,12 @@ def cmd_report(args) -> dict:
 def cmd_export(args) -> dict:
     from ecg_ray.train.checkpoint import export_encoder
 
-    summary = export_encoder(args.run_dir, args.out, best=args.best)
+    summary = export_encoder(args.run_dir, args.out, best=args.best, format=getattr(args, "format", "torch"))
     chosen = ("latest epoch" if summary["selected_by"] == "latest"
               else f"best epoch by {summary['selected_by']} = {summary['selected_value']:.4f}")
+    what = " as a safetensors folder (model.safetensors, config.json, README.md)" if summary["format"] == "safetensors" else ""
     print(f"exported {summary['encoder']} ({summary['method']}, epoch {summary['epoch']}, {chosen}) "
-          f"to {summary['out']}")
+          f"to {summary['out']}{what}")
     return summary
 
 

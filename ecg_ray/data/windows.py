@@ -13,6 +13,12 @@ of them, and none if it is shorter than ``window`` (such a record is left out, n
 window carries the store index of its record (``record_index``, the id that per-record averaging
 groups by) and its position among its record's windows (``window_index``, which also numbers the
 noise draws of :func:`ecg_ray.evaluation.noise.add_noise`).
+
+Whole records (``data.window: 0``, for encoders that accept any length) are one window per record
+(``window_index`` 0). Records of different lengths cannot share a batch tensor, so
+:func:`whole_record_batches` groups them by exact length, each batch holding at most
+``max_samples`` samples per lead: a store of 10 s records (PTB-XL) is one group, batched like
+sliding windows; a store of many distinct lengths runs up to one forward pass per length.
 """
 
 from __future__ import annotations
@@ -96,3 +102,40 @@ def read_windows(store, indices: np.ndarray, window: int, stride: int) -> Window
 
     indices = np.asarray(indices, dtype=np.int64)
     return cut_windows(read_records(store, indices), indices, window, stride)
+
+
+def whole_record_batches(indices: np.ndarray, lengths: np.ndarray, max_samples: int) -> list[np.ndarray]:
+    """Store indices of records in batches of one length each, for whole-record evaluation.
+
+    Records are grouped by exact length (shortest first; store order within a length) and each
+    group is split into batches of ``max(1, max_samples // length)`` records, so a batch holds
+    about ``max_samples`` samples per lead whatever the record length.
+    """
+    indices = np.asarray(indices, dtype=np.int64)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    if indices.shape != lengths.shape:
+        raise ValueError(f"{len(indices)} indices but {len(lengths)} lengths")
+    if max_samples < 1:
+        raise ValueError(f"max_samples must be >= 1, got {max_samples}")
+    order = np.lexsort((indices, lengths))  # by length, then store index
+    indices, lengths = indices[order], lengths[order]
+    bounds = np.r_[np.flatnonzero(np.r_[True, lengths[1:] != lengths[:-1]]), len(lengths)] if len(lengths) else [0]
+    batches = []
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        size = max(1, int(max_samples) // max(1, int(lengths[lo])))
+        batches += [indices[k:min(k + size, hi)] for k in range(int(lo), int(hi), size)]
+    return batches
+
+
+def stack_whole_records(records: Sequence[np.ndarray], indices: np.ndarray, dtype=np.float32) -> Windows:
+    """Records of one length ((time, leads) arrays) as one window each: ``signal`` (n, leads, time)."""
+    indices = np.asarray(indices, dtype=np.int64)
+    if len(records) != len(indices):
+        raise ValueError(f"{len(records)} records but {len(indices)} indices")
+    if len({len(r) for r in records}) > 1:
+        raise ValueError(f"records of one length expected, got lengths {sorted({len(r) for r in records})}")
+    if not len(records):
+        return Windows(signal=np.empty((0, LEADS, 0), dtype=dtype), record_index=indices,
+                       window_index=np.zeros(0, dtype=np.int64))
+    signal = np.ascontiguousarray(np.stack(records).transpose(0, 2, 1), dtype=dtype)
+    return Windows(signal=signal, record_index=indices, window_index=np.zeros(len(indices), dtype=np.int64))

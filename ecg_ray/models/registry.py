@@ -54,9 +54,37 @@ class Encoder(nn.Module):
     grouped_finetuning: ClassVar[bool] = False
     #: the head of ``eval.head: auto`` for fine-tuning and supervised training
     finetune_head: ClassVar[str] = "linear"
+    #: whether forward takes inputs of any length (``data.window: 0`` scores whole records; False refuses it)
+    accepts_any_length: ClassVar[bool] = True
 
     feature_dim: int
     downsample: int
+    #: what the encoder was trained on (rate, leads, windows): set by ``ecg_ray.load_encoder``, read by
+    #: :meth:`embed`; a plain attribute, so never in the state dict
+    input_spec = None
+
+    # ``embed`` is this method on every encoder: a layer registered under that name (vit1d's patch
+    # embedding, for its state-dict keys ``embed.*``) must be read through another attribute
+    # (``ViT1d.patch_embedding``), since the method hides it from ``self.embed``.
+
+    def embed(self, signal, *, fs: float, leads=None, pool: str = "mean", missing_leads: str | None = None,
+              batch_windows: int = 256):
+        """Embeddings of a recording as evaluation makes them: float32 numpy (feature_dim,).
+
+        ``signal``: numpy array or torch tensor (time, leads) in mV at ``fs`` Hz, any length and
+        rate, or a batch (records, time, leads) -> (records, feature_dim). ``leads``: the columns'
+        names (None: the encoder's order). The signal is resampled to the encoder's rate with
+        ``prepare``'s filter, its leads reordered by name, cut into the evaluation windows and the
+        window features averaged (``pool="windows"``: one row per window). A record shorter than
+        one window raises an error naming the minimum; missing leads raise one listing them, unless
+        ``missing_leads="zero"`` (the default for encoders trained with RandomLeadMask). Runs in
+        eval mode without gradients on the encoder's device. Needs :attr:`input_spec`, which
+        ``ecg_ray.load_encoder`` sets (see :mod:`ecg_ray.portable`).
+        """
+        from ecg_ray.portable.embed import embed_signal
+
+        return embed_signal(self, signal, fs=fs, leads=leads, pool=pool, missing_leads=missing_leads,
+                            batch_windows=batch_windows)
 
     def parameter_groups(self) -> list[nn.Module]:
         """Layer groups from the head down (discriminative learning rates); by default the direct

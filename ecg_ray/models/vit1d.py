@@ -128,6 +128,9 @@ class ViT1d(Encoder):
                  patch_size: int = PATCH_SIZE, mlp_ratio: float = 4.0, registers: int = 1, bias: bool = False,
                  eps: float = 1e-6):
         super().__init__()
+        # Registered as "embed" (state-dict keys embed.*, as every saved ViT checkpoint has them) but read
+        # through patch_embedding: the name embed is Encoder.embed, the portable API on raw signals.
+        # (nn.Module.__setattr__ registers it; add_module would refuse the name the class already uses)
         self.embed = PatchEmbedding(in_channels, dim, patch_size, registers, bias=bias)
         self.blocks = nn.ModuleList([Block(dim, heads, mlp_ratio, bias, eps) for _ in range(depth)])
         self.norm = nn.LayerNorm(dim, eps=eps, bias=bias)
@@ -135,12 +138,17 @@ class ViT1d(Encoder):
         self.feature_dim = dim
         self.downsample = patch_size
         init_transformer(self, depth)
-        nn.init.trunc_normal_(self.embed.registers, std=0.02)
+        nn.init.trunc_normal_(self.patch_embedding.registers, std=0.02)
+
+    @property
+    def patch_embedding(self) -> PatchEmbedding:
+        """The patch embedding layer (the submodule registered as ``embed``)."""
+        return self._modules["embed"]
 
     def parameter_groups(self) -> list[nn.Module]:
         """Head down: the final norm with the last block, the other blocks from the top, the patch embedding."""
         top = nn.ModuleList([self.norm, self.blocks[-1]])
-        return [top, *reversed(self.blocks[:-1]), self.embed]
+        return [top, *reversed(self.blocks[:-1]), self.patch_embedding]
 
     def num_patches(self, length: int) -> int:
         return math.ceil(length / self.downsample)
@@ -148,11 +156,11 @@ class ViT1d(Encoder):
     def tokens(self, x: Tensor, keep: Tensor | None = None) -> Tensor:
         """(B, C, T) -> (B, N, dim) final-normed patch embeddings; with ``keep`` (B, K) patch indices,
         only those patches enter the transformer and (B, K, dim) comes back, in ``keep``'s order."""
-        patches = self.embed(x)
+        patches = self.patch_embedding(x)
         patches = patches + sincos_positions(patches.shape[1], self.dim, patches.device, patches.dtype)
         if keep is not None:
             patches = gather_tokens(patches, keep)
-        h = torch.cat([self.embed.registers.expand(patches.shape[0], -1, -1).to(patches.dtype), patches], dim=1)
+        h = torch.cat([self.patch_embedding.registers.expand(patches.shape[0], -1, -1).to(patches.dtype), patches], dim=1)
         for block in self.blocks:
             h = block(h)
         return self.norm(h)[:, self.registers:]

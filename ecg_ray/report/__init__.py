@@ -17,8 +17,9 @@ can be built anywhere the result files are.
 
 Modules: ``scan`` (finding and loading artefacts), ``formatting`` (numbers and Markdown tables),
 ``plots`` (figures and PNG files), ``document`` (the page), ``published`` (the paper's numbers),
-``evaluations`` (paper comparison and per-store tables), ``significance`` (paired tests against
-baselines), ``sweeps`` (results and label efficiency), ``robustness``, ``pretraining``.
+``evaluations`` (paper comparison and per-store tables), ``lead_subsets`` (models on reduced lead
+sets), ``significance`` (paired tests against baselines), ``sweeps`` (results and label
+efficiency), ``robustness``, ``pretraining``.
 """
 
 from __future__ import annotations

@@ -2,9 +2,11 @@
 (store, label set), and the list of every summary with both AUC scales.
 
 Only an evaluation that follows the paper's protocol goes beside the published numbers: tested on
-a PTB-XL store only, label set ``all``, training folds within 1-8, validation fold 9, test fold 10
-(these fields are in evaluation.json; an older file without them counts as "store unknown"). A
-synthetic demo probe over 6 labels next to the paper's 71-statement numbers would mislead.
+a PTB-XL store only, label set ``all``, training folds within 1-8, validation fold 9, test fold 10,
+all 12 leads and sliding windows (these fields are in evaluation.json; an older file without them
+counts as "store unknown", and one without ``leads`` / ``window`` as 12 leads and sliding windows).
+A synthetic demo probe over 6 labels next to the paper's 71-statement numbers would mislead. Lead
+subsets get their own table (:mod:`ecg_ray.report.lead_subsets`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from ecg_ray.report.formatting import (
     md_table,
     parse_folds,
 )
+from ecg_ray.report.lead_subsets import lead_subset_section, leads_of
 from ecg_ray.report.published import (
     PAPER_LABELS,
     PUBLISHED,
@@ -70,6 +73,10 @@ def paper_problems(e: Evaluation) -> list[str]:
         problems.append(f"validation folds {key_text(list(parse_folds(d.get('val_folds')) or []))}, not [9]")
     if parse_folds(d.get("test_folds")) != (10,):
         problems.append(f"test folds {key_text(list(parse_folds(d.get('test_folds')) or []))}, not [10]")
+    if leads_of(e) is not None:
+        problems.append(f"leads {','.join(leads_of(e))} only (the others zeroed), not all 12")
+    if d.get("window") == 0:
+        problems.append("whole records scored, not sliding windows")
     return problems
 
 
@@ -266,12 +273,20 @@ def _paper_section(report: Report, store: str | None, evaluations: list[Evaluati
     report.add(*blocks, *_significance_text(table, significance))
 
 
+def _inputs_of(e: Evaluation) -> str:
+    """What the model was shown, when not the paper's 12 leads in sliding windows: ``leads I,II,V1; whole
+    records`` (evaluations that differ here are never averaged in one cell)."""
+    notes = [f"leads {','.join(leads)}"] if (leads := leads_of(e)) is not None else []
+    return "; ".join(notes + (["whole records"] if e.data.get("window") == 0 else []))
+
+
 def _other_section(report: Report, store: str | None, label_set: str | None, evaluations: list[Evaluation],
-                   significance: Significance) -> None:
+                   significance: Significance, inputs: str = "") -> None:
     table = _layout_table(evaluations, significance, paper=False)
     counts = _label_count(evaluations)
     labels = f", {counts[0]} labels" if len(counts) == 1 else (f", {counts[0]}-{counts[-1]} labels" if counts else "")
     label_text = f"label set `{label_set}`" if label_set else "label set unknown"
+    labels += f"; {inputs}" if inputs else ""
     if store:
         title = f"## Results on `{report.rel(store)}` ({label_text}{labels})"
         problems = sorted({p for e in evaluations for p in paper_problems(e)})
@@ -326,11 +341,11 @@ def _summaries(report: Report, evaluations: list[Evaluation]) -> None:
 
 def evaluation_section(report: Report, evaluations: list[Evaluation], significance: Significance) -> None:
     paper: dict[str | None, list[Evaluation]] = defaultdict(list)
-    other: dict[tuple[str | None, str | None], list[Evaluation]] = defaultdict(list)
+    other: dict[tuple[str | None, str | None, str], list[Evaluation]] = defaultdict(list)
     for e in evaluations:
         if paper_problems(e):
             label_set = e.data.get("label_set")
-            other[(_store_of(e), None if label_set is None else str(label_set))].append(e)
+            other[(_store_of(e), None if label_set is None else str(label_set), _inputs_of(e))].append(e)
         else:
             paper[_store_of(e)].append(e)
     if paper:
@@ -342,6 +357,7 @@ def evaluation_section(report: Report, evaluations: list[Evaluation], significan
                    "within 1-8, validation fold 9, test fold 10), so nothing is set beside the published numbers; "
                    "the results are in the tables below.")
     # Known stores first (by name), the unknown one last.
-    for store, label_set in sorted(other, key=lambda k: (k[0] is None, str(k[0]), str(k[1]))):
-        _other_section(report, store, label_set, other[(store, label_set)], significance)
+    for store, label_set, inputs in sorted(other, key=lambda k: (k[0] is None, str(k[0]), str(k[1]), k[2])):
+        _other_section(report, store, label_set, other[(store, label_set, inputs)], significance, inputs)
+    lead_subset_section(report, evaluations)
     _summaries(report, evaluations)

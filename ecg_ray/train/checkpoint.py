@@ -247,29 +247,18 @@ def encoder_weights(state: dict[str, Any]) -> dict[str, torch.Tensor]:
     return {k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)}
 
 
-def export_encoder(run_dir: Path, out: Path, best: bool = False) -> dict[str, Any]:
-    """Write the encoder of a run's newest checkpoint as a standalone, weights-only file.
+#: ``ecg-ray export --format``: one weights-only torch file, or a Hugging Face Hub style folder
+EXPORT_FORMATS = ("torch", "safetensors")
 
-    ``best``: the encoder of the run's best epoch by its validation metric (the online probe's
-    macro AUC, else the held-out SSL loss), which every checkpoint carries; the summary names the
-    metric, its value and the epoch.
 
-    An existing ``out`` is replaced only when it is an ecg_ray encoder export (checked before the
-    run is read, and again right before writing); a directory or any other file is refused.
+def export_payload(run_dir: str | Path, best: bool = False) -> tuple[dict[str, Any], str]:
+    """(the export of a run's encoder, the checkpoint it comes from): what both export formats write.
+
+    ``best``: the encoder of the run's best epoch by its validation metric instead of the newest
+    checkpoint's. ``input_spec`` is what ``encoder.embed`` needs (rate, leads, crop, windows).
     """
-    from ecg_ray.overwrite import check_file_target
+    from ecg_ray.portable.spec import spec_from_run
 
-    def is_encoder_export(path: str) -> bool:
-        try:
-            load_encoder_payload(path)
-        except EcgRayError:
-            return False
-        return True
-
-    def check_out() -> str:
-        return check_file_target(out, replaceable=is_encoder_export, what="an ecg_ray encoder export")
-
-    check_out()
     checkpoint = latest_checkpoint(run_dir)
     state = load_state(checkpoint)
     config = state["config"]
@@ -287,6 +276,7 @@ def export_encoder(run_dir: Path, out: Path, best: bool = False) -> dict[str, An
         epoch = int(state["epoch"])
     if not weights:
         raise CheckpointError(f"{checkpoint}: model has no encoder weights")
+    fs = float(state.get("fs", 100.0))
     payload = {
         "format": ENCODER_FORMAT,
         "encoder": config["model"]["encoder"],
@@ -295,16 +285,60 @@ def export_encoder(run_dir: Path, out: Path, best: bool = False) -> dict[str, An
         "epoch": epoch,
         "selection": ({"metric": selected["metric"], "value": float(selected["value"])} if selected
                       else {"metric": "latest", "value": None}),
-        "fs": float(state.get("fs", 100.0)),
+        "fs": fs,
         "input_length": int(config["data"]["crop"]),
+        "input_spec": spec_from_run(config, fs).to_dict(),
         "config": config,
         "ecg_ray_version": ecg_ray.__version__,
     }
+    return payload, checkpoint
+
+
+def export_encoder(run_dir: Path, out: Path, best: bool = False, format: str = "torch") -> dict[str, Any]:
+    """Write the encoder of a run's newest checkpoint as a standalone export.
+
+    ``format="torch"``: one weights-only torch file (:func:`load_encoder_payload` reads it).
+    ``format="safetensors"``: a folder ``out`` with ``model.safetensors``, ``config.json`` and a
+    ``README.md`` model card (:mod:`ecg_ray.portable.export`), written atomically.
+
+    ``best``: the encoder of the run's best epoch by its validation metric (the online probe's
+    macro AUC, else the held-out SSL loss), which every checkpoint carries; the summary names the
+    metric, its value and the epoch.
+
+    An existing ``out`` is replaced only when it is an ecg_ray export of the same format (checked
+    before the run is read, and again right before writing); anything else is refused.
+    """
+    from ecg_ray.overwrite import check_file_target
+
+    if format not in EXPORT_FORMATS:
+        raise CheckpointError(f"export format {format!r}: choose one of {', '.join(EXPORT_FORMATS)}")
+
+    def is_encoder_export(path: str) -> bool:
+        try:
+            payload = load_encoder_payload(path)
+        except EcgRayError:
+            return False
+        return "exported_as" not in payload  # a torch export, not the weights of a safetensors folder
+
+    def check_out() -> str:
+        if format == "safetensors":
+            from ecg_ray.portable.export import check_folder_target
+
+            return check_folder_target(out, inputs=[run_dir])
+        return check_file_target(out, replaceable=is_encoder_export, what="an ecg_ray encoder export")
+
+    check_out()
+    payload, checkpoint = export_payload(run_dir, best)
     out = check_out()
-    atomic_torch_save(payload, out)
+    if format == "safetensors":
+        from ecg_ray.portable.export import write_portable
+
+        write_portable(payload, out)
+    else:
+        atomic_torch_save(payload, out)
     return {"encoder": payload["encoder"], "method": payload["method"], "epoch": payload["epoch"],
             "selected_by": payload["selection"]["metric"], "selected_value": payload["selection"]["value"],
-            "checkpoint": checkpoint, "out": out, "tensors": len(weights)}
+            "checkpoint": checkpoint, "out": out, "format": format, "tensors": len(payload["state_dict"])}
 
 
 def load_encoder_payload(path: str | Path, map_location="cpu") -> dict[str, Any]:
@@ -313,10 +347,29 @@ def load_encoder_payload(path: str | Path, map_location="cpu") -> dict[str, Any]
 
 
 def load_encoder(path: str | Path, map_location="cpu") -> torch.nn.Module:
-    """Rebuild an exported encoder: ``load_encoder("encoder.pt")(x)`` gives (B, feature_dim)."""
-    from ecg_ray.models import build_encoder
+    """Rebuild an exported encoder, in eval mode: ``load_encoder(PATH)(x)`` gives (B, feature_dim).
 
+    ``PATH``: a torch export file (``ecg-ray export RUN --out encoder.pt``) or a safetensors export
+    folder (``--format safetensors --out DIR``; the folder, or its ``model.safetensors``), local or
+    URI. The folder loads without Ray, pandas or zarr. The encoder carries ``input_spec`` (rate,
+    leads, windows), so ``encoder.embed(signal, fs=..., leads=[...])`` works on any recording; call
+    ``.train()`` to fine-tune it. Anything else raises one CheckpointError line.
+    """
+    from ecg_ray.models import build_encoder
+    from ecg_ray.portable.folder import load_portable, portable_folder
+    from ecg_ray.portable.spec import InputSpec, spec_from_run
+    from ecg_ray.train.encoder_file import check_encoder_weights
+
+    if portable_folder(path) is not None:  # a folder, or a .safetensors / config.json path
+        return load_portable(path, map_location)
     payload = load_encoder_payload(path, map_location)
+    check_encoder_weights(payload["encoder"], payload["state_dict"], storage.normalize(path))
     encoder = build_encoder(payload["encoder"])
     encoder.load_state_dict(payload["state_dict"])
-    return encoder
+    recorded = payload.get("input_spec")
+    if isinstance(recorded, dict):  # exports from before ecg_ray recorded it: the run config says the same
+        spec = InputSpec.from_dict(recorded)
+    else:
+        spec = spec_from_run(payload.get("config") or {}, float(payload.get("fs", 100.0)))
+    encoder.input_spec = spec
+    return encoder.to(map_location).eval()

@@ -10,6 +10,15 @@ supervised trains the same network from random initialisation (the baseline ever
 The network and its learning rates are in :mod:`ecg_ray.train.classifier`, test scoring in
 :mod:`ecg_ray.evaluation.scoring`.
 
+Two data settings change what the model is shown, everywhere in a run:
+
+* ``data.leads`` (a lead subset): :func:`restrict_leads` zeroes the other leads of every batch
+  the classifier receives, in one forward pre-hook: training crops, validation and test windows,
+  the noisy test windows (noise is added to the recording first, then the missing leads are
+  zeroed, as on a recorder without those leads) and whole records.
+* ``data.window: 0`` (whole records): validation and test score each record as one window
+  (:func:`predict_whole_records`); training still uses ``data.crop`` crops.
+
 Training runs through pretraining's machinery (:mod:`ecg_ray.train.step`): the same step function,
 the optimizer ``optim.name`` builds (over the discriminative parameter groups), ``train.precision``,
 the once-per-epoch finite-loss check on the mean over workers, and the checkpoint layout of
@@ -31,7 +40,10 @@ import torch
 from torch import nn
 
 from ecg_ray.config import Config
+from ecg_ray.data.leads import kept_leads, lead_set_text, lead_subset, zero_missing_leads
+from ecg_ray.data.records import read_records
 from ecg_ray.data.sampling import split_too_short, stratified_subset
+from ecg_ray.data.signal import CANONICAL_LEADS
 from ecg_ray.data.store import EcgStore
 from ecg_ray.data.stream import select_records, train_crops
 from ecg_ray.errors import ConfigError
@@ -58,12 +70,72 @@ def labelled(store: EcgStore, indices: np.ndarray, label_set: str) -> np.ndarray
 
 
 def variant_name(config: Config) -> str:
+    """``eval.variant``, else derived: ``pretrained linear``, ``supervised xresnet1d50``, with the lead
+    subset and whole-record scoring appended (``pretrained linear (leads I,II,V1; whole records)``)."""
     if config.eval.variant:
         return config.eval.variant
     if config.eval.mode == "supervised":
-        return f"supervised {config.model.encoder}"
-    source = "random init" if not (config.eval.encoder or config.eval.pretrained) else "pretrained"
-    return f"{source} {config.eval.mode}"
+        name = f"supervised {config.model.encoder}"
+    else:
+        source = "random init" if not (config.eval.encoder or config.eval.pretrained) else "pretrained"
+        name = f"{source} {config.eval.mode}"
+    notes = []
+    if lead_set_text(config.data.leads) != "all 12":
+        notes.append(f"leads {lead_set_text(config.data.leads)}")
+    if config.data.window == 0:
+        notes.append("whole records")
+    return f"{name} ({'; '.join(notes)})" if notes else name
+
+
+def check_evaluation_data(config: Config) -> None:
+    """``data.leads`` names and, for ``data.window: 0``, an encoder that accepts any input length.
+
+    Every registered encoder does (the Encoder contract: T' = ceil(T / downsample); vit1d pads its
+    last patch); an encoder that sets ``accepts_any_length = False`` is refused by name.
+    """
+    lead_subset(config.data.leads)
+    if config.data.window == 0:
+        from ecg_ray.models.registry import build_encoder
+
+        with torch.device("meta"):  # no weights allocated: only the declaration is read
+            encoder = build_encoder(config.model.encoder)
+        if not encoder.accepts_any_length:
+            raise ConfigError(f"data.window=0 (whole records): encoder {config.model.encoder} does not accept "
+                              f"inputs of any length; set data.window (e.g. {config.data.crop}) for sliding windows")
+
+
+def check_pretraining_data(config: Config) -> None:
+    """``data.leads`` and ``data.window: 0`` are evaluation settings: a pretraining run refuses them
+    rather than ignore them."""
+    if config.data.leads is not None:
+        raise ConfigError("data.leads (a lead subset, the others zeroed) is for ecg-ray evaluate; to pretrain an "
+                          "encoder for reduced lead sets, add {name: RandomLeadMask} to augmentations")
+    if config.data.window == 0:
+        raise ConfigError("data.window=0 (whole records) is for ecg-ray evaluate; pretraining's online probe "
+                          "scores sliding windows: set data.window (e.g. 250)")
+
+
+def restrict_leads(model: nn.Module, leads: list[str] | None) -> nn.Module:
+    """Zero the leads not in ``leads`` in every input of ``model`` (a forward pre-hook; None: no change).
+
+    The one place a lead subset is applied: whatever feeds the model (training crops, windows,
+    noisy windows, whole records) passes through it, on the batch's device. A hook, not a wrapper
+    module, so the model's state-dict keys (and its checkpoints) stay as they are.
+    """
+    kept = kept_leads(leads)
+    if kept is None or kept.all():
+        return model
+    kept_on_device: dict[torch.device, torch.Tensor] = {}
+
+    def zero_others(module, args):
+        x = args[0]
+        mask = kept_on_device.get(x.device)
+        if mask is None:  # built once per device, not a host copy per batch
+            mask = kept_on_device[x.device] = torch.from_numpy(kept).to(x.device)
+        return (zero_missing_leads(x, mask), *args[1:])
+
+    model.register_forward_pre_hook(zero_others)
+    return model
 
 
 @dataclass(frozen=True)
@@ -153,7 +225,7 @@ def downstream_worker(loop_config: dict[str, Any]) -> None:
     model = build_classifier(config, n_labels)
     if config.eval.head_bias_init == "prior":
         init_head_bias(model, store.label_matrix(label_set)[train_idx])
-    model = model.to(device)
+    model = restrict_leads(model.to(device), config.data.leads)
     autocast, scaler = precision_context(config.train.precision, device)  # one scaler for both phases
     history: list[dict[str, Any]] = []
     phases = plan_phases(config)
@@ -191,8 +263,7 @@ def downstream_worker(loop_config: dict[str, Any]) -> None:
                        "lr": float(scheduler.get_last_lr()[0]),
                        "samples_per_s": done * per_worker * world / (time.perf_counter() - start)}
             if rank == 0:
-                records, probs = predict_records(model, store, val_idx, window=config.data.window,
-                                                 stride=config.data.stride, device=device)
+                records, probs = predict(config, model, store, val_idx, device)
                 val = score(store, records, probs, label_set)
                 metrics["val_macro_auc"] = val["macro_auc"]
                 if val["macro_auc"] > best_auc:  # model selection by validation macro AUC
@@ -270,6 +341,53 @@ def splits(config: Config, store: EcgStore) -> tuple[np.ndarray, np.ndarray, np.
     return train, val, test
 
 
+def predict(config: Config, model: nn.Module, store: EcgStore, indices: np.ndarray, device,
+            noise: tuple[str, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-record sigmoid outputs by the run's windowing: sliding windows, or whole records (``data.window: 0``)."""
+    settings = {"noise": noise, "noise_seed": config.noise.seed, "mains_hz": config.noise.mains_hz} if noise else {}
+    if config.data.window == 0:
+        return predict_whole_records(model, store, indices, min_length=config.data.crop, device=device, **settings)
+    return predict_records(model, store, indices, window=config.data.window, stride=config.data.stride, device=device,
+                           **settings)
+
+
+@torch.no_grad()
+def predict_whole_records(model: nn.Module, store: EcgStore, indices: np.ndarray, *, min_length: int, device,
+                          noise: tuple[str, float] | None = None, noise_seed: int = 0, mains_hz: float = 50.0,
+                          batch_samples: int = 256_000) -> tuple[np.ndarray, np.ndarray]:
+    """Sigmoid outputs of each record scored whole, as one window -> (records, (n_records, L)), records sorted.
+
+    Batches hold records of one length (:func:`ecg_ray.data.windows.whole_record_batches`, about
+    ``batch_samples`` samples per lead each: 256 records of 10 s at 100 Hz, the sliding-window
+    batch of 1024 x 250). Records shorter than ``min_length`` (the training crop) are left out,
+    as sliding windows leave out records shorter than a window. Noise is drawn per record as
+    window 0 of :func:`ecg_ray.evaluation.noise.add_noise`, at the SNR against the record's power.
+    """
+    from ecg_ray.data.windows import stack_whole_records, whole_record_batches
+    from ecg_ray.evaluation.noise import add_noise, record_power
+
+    model.eval()
+    indices = np.asarray(indices, dtype=np.int64)
+    lengths = store.column("length")[indices]
+    long_enough = lengths >= min_length
+    if not long_enough.any():
+        raise ConfigError(f"no record of at least {min_length} samples (data.crop) to evaluate whole")
+    records, outputs = [], []
+    for batch in whole_record_batches(indices[long_enough], lengths[long_enough], batch_samples):
+        signals = read_records(store, batch)
+        x = stack_whole_records(signals, batch).signal
+        if noise is not None:
+            powers = {int(i): record_power(signal) for i, signal in zip(batch, signals, strict=True)}
+            x = add_noise(x, batch, powers, noise[0], noise[1], fs=store.fs, seed=noise_seed, mains=mains_hz,
+                          window_ordinal=np.zeros(len(batch), dtype=np.int64))
+        logits = model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device))
+        records.append(batch)
+        outputs.append(torch.sigmoid(logits.float()).cpu().numpy().astype(np.float64))
+    records, outputs = np.concatenate(records), np.concatenate(outputs)
+    order = np.argsort(records, kind="stable")
+    return records[order], outputs[order]
+
+
 def test_evaluation(config: Config, model: nn.Module, store: EcgStore, test_idx: np.ndarray,
                     device) -> tuple[dict, Predictions]:
     """Clean test macro AUC (both scales, bootstrap CIs, per-label AUCs), then every (noise type, SNR).
@@ -279,16 +397,13 @@ def test_evaluation(config: Config, model: nn.Module, store: EcgStore, test_idx:
     """
     label_set = config.data.label_set
     min_positives = config.eval.min_test_positives
-    records, probs = predict_records(model, store, test_idx, window=config.data.window, stride=config.data.stride,
-                                     device=device)
+    records, probs = predict(config, model, store, test_idx, device)
     clean = score(store, records, probs, label_set, bootstrap=config.eval.bootstrap, seed=config.seed,
                   min_test_positives=min_positives)
     robustness = []
     for kind in config.noise.types:
         for snr in config.noise.snr_db:
-            r, p = predict_records(model, store, test_idx, window=config.data.window, stride=config.data.stride,
-                                   device=device, noise=(kind, float(snr)), noise_seed=config.noise.seed,
-                                   mains_hz=config.noise.mains_hz)
+            r, p = predict(config, model, store, test_idx, device, noise=(kind, float(snr)))
             noisy = score(store, r, p, label_set, min_test_positives=min_positives)
             robustness.append({"noise_type": kind, "snr_db": float(snr), "test_macro_auc": noisy["macro_auc"],
                                "test_macro_auc_reference": noisy["macro_auc_reference"],
@@ -314,6 +429,10 @@ def test_evaluation(config: Config, model: nn.Module, store: EcgStore, test_idx:
         "label_set": label_set,
         "n_labels": len(names),
         "label_fraction": config.data.label_fraction,
+        # the leads the model saw (the others zeroed) and how records were scored (window 0: whole records)
+        "leads": list(lead_subset(config.data.leads) or CANONICAL_LEADS),
+        "window": config.data.window,
+        "stride": config.data.stride if config.data.window else None,
         "seed": config.seed,
         "test_macro_auc": clean["macro_auc"],
         "test_macro_auc_ci": clean.get("ci", nan2),

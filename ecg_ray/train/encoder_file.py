@@ -76,8 +76,14 @@ def _torch_archive(data: bytes) -> bool:
 def read_encoder_file(path: str, map_location="cpu") -> dict[str, Any]:
     """The dict written by ``ecg-ray export`` (format, encoder name, state_dict, ...), loaded weights-only.
 
-    Anything else raises one CheckpointError that says what the file is instead.
+    A safetensors export folder (``--format safetensors``) gives the same dict, its weights checked
+    against its architecture (:func:`ecg_ray.portable.folder.read_portable_payload`). Anything else
+    raises one CheckpointError that says what the file is instead.
     """
+    from ecg_ray.portable.folder import is_portable_export, read_portable_payload
+
+    if is_portable_export(path):
+        return read_portable_payload(path, map_location)
     if not storage.is_file(path):
         if storage.is_dir(path):
             raise CheckpointError(f"{path} is a directory, not an encoder file (for a pretraining run directory "
@@ -113,11 +119,13 @@ def _listed(items: list[str]) -> str:
     return ", ".join(items[:_SHOWN]) + more
 
 
-def check_encoder_weights(name: str, weights: dict, source: str) -> None:
+def check_encoder_weights(name: str, weights: dict, source: str, in_channels: int = 12, **options) -> None:
     """Raise CheckpointError unless ``weights`` load strictly into encoder ``name`` (same keys and shapes).
 
     ``source`` (the file or checkpoint they came from) is named in the message with the encoder and
-    the first missing, unexpected and mis-shaped keys.
+    the first missing, unexpected and mis-shaped keys. ``in_channels`` and ``options`` (keyword
+    arguments of the encoder's factory, a safetensors export's ``encoder_options``) build the encoder
+    compared with; options it does not take are refused the same way.
     """
     from ecg_ray.models import ENCODERS, build_encoder
 
@@ -127,7 +135,11 @@ def check_encoder_weights(name: str, weights: dict, source: str) -> None:
     if not_tensors:
         raise CheckpointError(f"{source}: the weights of {name} hold non-tensor values at {_listed(not_tensors)}")
     with torch.device("meta"):  # shapes only: nothing is allocated or initialised
-        expected = {k: tuple(v.shape) for k, v in build_encoder(name).state_dict().items()}
+        try:
+            built = build_encoder(name, in_channels, **options)
+        except TypeError as exc:
+            raise CheckpointError(f"{source}: encoder {name} does not take options {options} ({exc})") from None
+        expected = {k: tuple(v.shape) for k, v in built.state_dict().items()}
     given = {k: tuple(v.shape) for k, v in weights.items()}
     problems = []
     missing = [k for k in expected if k not in given]

@@ -58,6 +58,9 @@ def validate_pretraining(config: Config):
     check_precision(config)
     check_resources(config)
     check_stream_settings(config)
+    from ecg_ray.train.downstream import check_pretraining_data
+
+    check_pretraining_data(config)  # data.leads, data.window=0: evaluation settings
     selection = training_selection(config, preflight_pretraining(config))  # folds, method, augmentations
     validation_records(config, selection.parts[0].store)  # a bad filter fails here, not inside Ray
     steps_per_epoch(config, selection.records, config.train.workers)
@@ -324,6 +327,9 @@ def validate_evaluation(config: Config) -> EcgStore:
         raise ConfigError("data.store: no store given (use --store STORE)")
     check_resources(config)
     check_stream_settings(config)
+    from ecg_ray.train.downstream import check_evaluation_data
+
+    check_evaluation_data(config)  # data.leads, data.window=0 with this encoder
     store = EcgStore(config.data.store)
     if config.data.label_set not in store.manifest.get("label_sets", {}):
         raise ConfigError(f"data.label_set: {config.data.label_set!r} not in store "
@@ -347,9 +353,12 @@ def run_evaluation(config: Config, output: str | Path | None, callbacks: list | 
     """Train/evaluate one downstream model; writes RUN_DIR/evaluation.json; returns the summary."""
     import json
 
+    from ecg_ray.evaluation.embedding_evaluation import PROBE_MODES, run_embedding_probe
     from ecg_ray.evaluation.predictions import PREDICTIONS_FILE
     from ecg_ray.train.downstream import downstream_worker
 
+    if config.eval.mode in PROBE_MODES:  # probes on cached embeddings: fitted in the driver, no Ray Train run
+        return run_embedding_probe(config, output, run_dir=run_dir)
     validate_evaluation(config)
     if run_dir is None:
         if output is None:

@@ -94,6 +94,6 @@ def test_parameter_groups_run_from_the_head_down_and_cover_every_parameter_once(
     groups = encoder.parameter_groups()
     assert len(groups) == 4  # the final norm with the last block, block 1, block 0, the patch embedding
     assert groups[0][0] is encoder.norm and groups[0][1] is encoder.blocks[2]
-    assert groups[1] is encoder.blocks[1] and groups[2] is encoder.blocks[0] and groups[3] is encoder.embed
+    assert groups[1] is encoder.blocks[1] and groups[2] is encoder.blocks[0] and groups[3] is encoder.patch_embedding
     ids = [id(p) for group in groups for p in group.parameters()]
     assert len(ids) == len(set(ids)) and set(ids) == {id(p) for p in encoder.parameters()}
