@@ -8,7 +8,7 @@ A trained encoder is used through ``ecg_ray.load_encoder(PATH)`` (either export 
 ``ecg-ray export``) and ``encoder.embed(signal, fs=..., leads=[...])``; see :mod:`ecg_ray.portable`.
 """
 
-__version__ = "0.1.0"
+from ecg_ray.version import __version__
 
 __all__ = ["__version__", "load_encoder"]
 

@@ -12,6 +12,7 @@ directories with :data:`STATE_FILE` and :data:`HISTORY_FILE`; an evaluation writ
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from ecg_ray import storage
@@ -41,3 +42,17 @@ def committed_checkpoint_name(run_dir: str | Path) -> str | None:
         return str(data["latest_checkpoint_result"]["checkpoint_dir_name"])
     except (storage.StorageError, ValueError, KeyError, TypeError):
         return None
+
+
+def new_run_dir(output: str | Path, method: str) -> str:
+    """A fresh ``OUTPUT/<method>-<timestamp>[-n]`` location (local path or URI)."""
+    from ecg_ray.overwrite import check_output_dir
+
+    check_output_dir(output)  # a file at --output: one line now, not a traceback once Ray runs
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir = storage.join(output, f"{method}-{stamp}")
+    suffix = 1
+    while storage.exists(run_dir):
+        suffix += 1
+        run_dir = storage.join(output, f"{method}-{stamp}-{suffix}")
+    return run_dir

@@ -228,7 +228,7 @@ def run_sweep(spec: dict, output: str | Path) -> dict[str, Any]:
     from ray import tune
 
     from ecg_ray.overwrite import check_sweep_dir
-    from ecg_ray.train.trainer import ensure_ray
+    from ecg_ray.ray_cluster import ensure_ray
 
     # A local directory or a URI (s3://bucket/sweeps/NAME): new, empty, or a sweep to resume.
     sweep_dir = check_sweep_dir(output)

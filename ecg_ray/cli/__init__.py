@@ -11,51 +11,25 @@ import json
 import sys
 from pathlib import Path
 
+from ecg_ray.cli.arguments import (
+    float_list as _float_list,
+)
+from ecg_ray.cli.arguments import (
+    int_list as _int_list,
+)
+from ecg_ray.cli.arguments import (
+    location as _location,
+)
+from ecg_ray.cli.arguments import (
+    str_list as _str_list,
+)
+from ecg_ray.cli.arguments import (
+    workers as _workers,
+)
 from ecg_ray.errors import EcgRayError
 from ecg_ray.methods.registry import MethodChoices
 
 PREPARE_KINDS = ("ptbxl", "cinc", "code15", "numpy", "wfdb", "synthetic")
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        return [int(x) for x in text.replace(" ", "").split(",") if x]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-
-
-def _workers(text: str) -> tuple[int, int | None]:
-    """``4`` -> (4, None); ``2-8`` -> (2, 8) for elastic training."""
-    try:
-        if "-" in text:
-            low, high = (int(x) for x in text.split("-", 1))
-            if not 1 <= low <= high:
-                raise ValueError
-            return low, high
-        return int(text), None
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected N or MIN-MAX workers, got {text!r}") from None
-
-
-def _location(text: str) -> str:
-    """A local path (made absolute) or a cloud URI such as s3://bucket/runs (kept as given)."""
-    from ecg_ray.storage import StorageError, normalize
-
-    try:
-        return normalize(text)
-    except StorageError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _float_list(text: str) -> list[float]:
-    try:
-        return [float(x) for x in text.replace(" ", "").split(",") if x]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-
-
-def _str_list(text: str) -> list[str]:
-    return [x for x in text.replace(" ", "").split(",") if x]
 
 
 def build_parser() -> argparse.ArgumentParser:

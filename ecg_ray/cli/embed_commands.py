@@ -4,21 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-
-def _int_list(text: str) -> list[int]:
-    try:
-        return [int(x) for x in text.replace(" ", "").split(",") if x]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-
-
-def _location(text: str) -> str:
-    from ecg_ray.storage import StorageError, normalize
-
-    try:
-        return normalize(text)
-    except StorageError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+from ecg_ray.cli.arguments import int_list as _int_list
+from ecg_ray.cli.arguments import location as _location
 
 
 def add_embed_parser(sub) -> None:
@@ -60,9 +47,10 @@ def add_embed_parser(sub) -> None:
 
 
 def cmd_embed(args) -> dict:
-    from ecg_ray.embedding import embed_store, from_encoder_file, from_run_dir
+    from ecg_ray.embedding import embed_store, from_encoder_file
+    from ecg_ray.train.checkpoint import run_encoder_source
 
-    source = from_encoder_file(args.encoder) if args.encoder else from_run_dir(args.pretrained)
+    source = from_encoder_file(args.encoder) if args.encoder else run_encoder_source(args.pretrained)
     summary = embed_store(source, args.store, args.out, folds=args.folds, pool=args.pool, window=args.window,
                           stride=args.stride, batch_size=args.batch_size, workers=args.workers,
                           gpus_per_worker=args.gpus_per_worker, overwrite=args.overwrite,

@@ -25,7 +25,6 @@ import pandas as pd
 import zarr
 from zarr import codecs
 
-import ecg_ray
 from ecg_ray import storage
 from ecg_ray.data.record_rows import RecordRows
 from ecg_ray.data.signal import CANONICAL_LEADS
@@ -53,6 +52,7 @@ from ecg_ray.data.store import (
 )
 from ecg_ray.errors import StoreError
 from ecg_ray.overwrite import check_store_target
+from ecg_ray.version import __version__
 
 
 def make_compressors(codec: str):
@@ -258,7 +258,7 @@ class StoreWriter:
             "format": "ecg_ray.store",
             "schema_version": SCHEMA_VERSION,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "ecg_ray_version": ecg_ray.__version__,
+            "ecg_ray_version": __version__,
             "fs": self.fs,
             "leads": list(CANONICAL_LEADS),
             "units": "mV",

@@ -8,4 +8,4 @@
 
 from ecg_ray.embedding.parquet import read_embeddings  # noqa: F401
 from ecg_ray.embedding.pipeline import embed_store  # noqa: F401
-from ecg_ray.embedding.source import EncoderSource, from_encoder_file, from_run_dir, random_init  # noqa: F401
+from ecg_ray.embedding.source import EncoderSource, from_encoder_file, random_init  # noqa: F401

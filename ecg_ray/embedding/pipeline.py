@@ -180,7 +180,7 @@ def embed_store(source: EncoderSource, store: EcgStore | str, out: str, *, folds
         raise ConfigError(f"--window 0 (whole records): encoder {source.name} does not accept inputs of any length")
     kept = kept_leads(leads)
 
-    from ecg_ray.train.trainer import ensure_ray
+    from ecg_ray.ray_cluster import ensure_ray
 
     ensure_ray()
     import ray

@@ -75,8 +75,9 @@ def _spec_fields(payload: dict[str, Any]) -> dict[str, Any]:
 
 def from_encoder_file(path: str) -> EncoderSource:
     """The encoder ``ecg-ray export`` wrote: a torch file or a safetensors folder (both read by
-    :func:`ecg_ray.train.encoder_file.read_encoder_file`, weights checked against the architecture)."""
-    from ecg_ray.train.encoder_file import check_encoder_weights, read_encoder_file
+    :func:`ecg_ray.portable.encoder_file.read_encoder_file`, weights checked against the architecture)."""
+    from ecg_ray.portable.encoder_file import read_encoder_file
+    from ecg_ray.portable.weights import check_encoder_weights
 
     path = storage.normalize(path)
     payload = read_encoder_file(path)
@@ -85,22 +86,6 @@ def from_encoder_file(path: str) -> EncoderSource:
     return EncoderSource(name=payload["encoder"], state_dict=payload["state_dict"],
                          fs=float(payload.get("fs", 100.0)), input_length=int(length), location=path,
                          method=payload.get("method"), **_spec_fields(payload))
-
-
-def from_run_dir(run_dir: str) -> EncoderSource:
-    """The encoder of a run's latest checkpoint (the weights ``ecg-ray export`` would write)."""
-    from ecg_ray.train.checkpoint import encoder_weights, latest_checkpoint, load_state
-    from ecg_ray.train.encoder_file import check_encoder_weights
-
-    checkpoint = latest_checkpoint(storage.normalize(run_dir))
-    state = load_state(checkpoint)
-    config = state["config"]
-    weights = encoder_weights(state)
-    name = config["model"]["encoder"]
-    check_encoder_weights(name, weights, checkpoint)
-    return EncoderSource(name=name, state_dict=weights, fs=float(state.get("fs", 100.0)),
-                         input_length=int(config["data"]["crop"]), location=storage.normalize(run_dir),
-                         method=config["method"]["name"])
 
 
 def random_init(name: str, fs: float, input_length: int, seed: int = 0) -> EncoderSource:

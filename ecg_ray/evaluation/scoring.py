@@ -94,3 +94,21 @@ def score(store: EcgStore, records: np.ndarray, probs: np.ndarray, label_set: st
         out["ci"], out["ci_reference"] = [ours.low, ours.high], [ref.low, ref.high]
         out["ci_unscorable_share"] = ours.unscorable_share
     return out
+
+
+def scored_test_fields(clean: dict[str, Any], min_test_positives: int) -> dict[str, Any]:
+    """The test-fold keys of every ``evaluation.json`` (trained modes and embedding probes alike), from
+    :func:`score`'s result: both macro AUC scales, their intervals (NaN without a bootstrap), the labels."""
+    nan2 = [float("nan"), float("nan")]
+    return {
+        "test_macro_auc": clean["macro_auc"],
+        "test_macro_auc_ci": clean.get("ci", nan2),
+        "test_macro_auc_reference": clean["macro_auc_reference"],
+        "test_macro_auc_reference_ci": clean.get("ci_reference", nan2),
+        "test_macro_auc_ci_unscorable_share": clean.get("ci_unscorable_share"),
+        "labels_scored": clean["labels_scored"],
+        "labels_skipped": clean["labels_skipped"],
+        "min_test_positives": min_test_positives,
+        "labels_excluded": clean["labels_excluded"],
+        "per_label_auc": clean["per_label_auc"],
+    }

@@ -29,15 +29,25 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from torch import nn
 
 from ecg_ray.discovery import import_submodules
-from ecg_ray.errors import ConfigError
+from ecg_ray.errors import CheckpointError, ConfigError
 
 ENCODER_OUTPUTS = ("pooled", "sequence")
 FINETUNE_HEADS = ("linear", "mlp")
+
+
+#: the implementation behind :meth:`Encoder.embed`, registered by ``ecg_ray.portable`` when it is imported
+#: (it is whenever an encoder has an ``input_spec``: InputSpec is defined there); the models stay below it
+_SIGNAL_EMBEDDER: list[Callable[..., Any]] = []
+
+
+def register_signal_embedder(function: Callable[..., Any]) -> None:
+    """Set what :meth:`Encoder.embed` runs: ``function(encoder, signal, fs=..., leads=..., pool=..., ...)``."""
+    _SIGNAL_EMBEDDER[:] = [function]
 
 
 class Encoder(nn.Module):
@@ -81,10 +91,12 @@ class Encoder(nn.Module):
         eval mode without gradients on the encoder's device. Needs :attr:`input_spec`, which
         ``ecg_ray.load_encoder`` sets (see :mod:`ecg_ray.portable`).
         """
-        from ecg_ray.portable.embed import embed_signal
-
-        return embed_signal(self, signal, fs=fs, leads=leads, pool=pool, missing_leads=missing_leads,
-                            batch_windows=batch_windows)
+        if self.input_spec is None or not _SIGNAL_EMBEDDER:
+            raise CheckpointError(f"{type(self).__name__} has no input_spec (rate, leads, windows): load it with "
+                                  "ecg_ray.load_encoder(PATH), or set encoder.input_spec = "
+                                  "ecg_ray.portable.InputSpec(...)")
+        return _SIGNAL_EMBEDDER[0](self, signal, fs=fs, leads=leads, pool=pool, missing_leads=missing_leads,
+                                   batch_windows=batch_windows)
 
     def parameter_groups(self) -> list[nn.Module]:
         """Layer groups from the head down (discriminative learning rates); by default the direct

@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+# embed registers itself as what Encoder.embed runs: importing the package (InputSpec lives here) is enough
+from ecg_ray.portable.embed import embed_signal
 from ecg_ray.portable.prepare import SignalError, lead_columns, prepare_signal, record_windows, window_starts
 from ecg_ray.portable.spec import CANONICAL_LEADS, InputSpec, lead_masking_in, spec_from_run
 
@@ -22,11 +24,7 @@ __all__ = ["CANONICAL_LEADS", "InputSpec", "SignalError", "embed_signal", "lead_
 
 
 def __getattr__(name: str):
-    # torch-side functions load on first use, so that preparing signals needs numpy and scipy only
-    if name == "embed_signal":
-        from ecg_ray.portable.embed import embed_signal
-
-        return embed_signal
+    # loading a folder needs safetensors: imported on first use
     if name == "load_portable":
         from ecg_ray.portable.folder import load_portable
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ecg_ray.errors import CheckpointError
+from ecg_ray.models.registry import register_signal_embedder
 from ecg_ray.portable.prepare import SignalError, as_array, prepare_signal, record_windows
 from ecg_ray.portable.spec import POOL_CHOICES, InputSpec
 
@@ -77,3 +78,6 @@ def embed_signal(encoder: torch.nn.Module, signal, *, fs: float, leads: Sequence
         out = np.stack(per_record)
     out = out.astype(np.float32, copy=False)
     return out if batched else out[0]
+
+
+register_signal_embedder(embed_signal)  # what Encoder.embed runs

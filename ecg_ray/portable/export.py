@@ -24,14 +24,14 @@ from typing import Any
 
 from ecg_ray import storage
 from ecg_ray.errors import CheckpointError, EcgRayError
-from ecg_ray.portable.spec import NORMALIZATION_DETAIL, InputSpec, lead_masking_in
-from ecg_ray.train.formats import (
+from ecg_ray.portable.formats import (
     PORTABLE_CARD,
     PORTABLE_CONFIG,
     PORTABLE_FORMAT,
     PORTABLE_FORMAT_VERSION,
     PORTABLE_WEIGHTS,
 )
+from ecg_ray.portable.spec import NORMALIZATION_DETAIL, InputSpec, lead_masking_in
 
 FILES = (PORTABLE_WEIGHTS, PORTABLE_CARD, PORTABLE_CONFIG)  # config.json last: it marks a complete folder
 

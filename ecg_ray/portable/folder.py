@@ -17,8 +17,13 @@ import torch
 
 from ecg_ray import storage
 from ecg_ray.errors import CheckpointError
+from ecg_ray.portable.formats import (
+    PORTABLE_CONFIG,
+    PORTABLE_FORMAT,
+    PORTABLE_FORMAT_VERSION,
+    PORTABLE_WEIGHTS,
+)
 from ecg_ray.portable.spec import spec_from_portable_config
-from ecg_ray.train.formats import PORTABLE_CONFIG, PORTABLE_FORMAT, PORTABLE_FORMAT_VERSION, PORTABLE_WEIGHTS
 
 _HINT = "ecg-ray export RUN --format safetensors --out DIR writes one"
 
@@ -98,8 +103,8 @@ def read_portable_payload(path: str | os.PathLike, map_location="cpu") -> dict[s
     ``state_dict``, ``fs``, ``input_length``, ``input_spec``, ``method``, ``config``, ...), checked: the
     weights fit the architecture. Readers of encoder files (``evaluate --encoder``, ``embed --encoder``)
     take either format through it."""
-    from ecg_ray.train.encoder_file import check_encoder_weights
-    from ecg_ray.train.formats import ENCODER_FORMAT
+    from ecg_ray.portable.formats import ENCODER_FORMAT
+    from ecg_ray.portable.weights import check_encoder_weights
 
     folder = portable_folder(path) or storage.normalize(path)
     config = read_portable_config(folder)

@@ -18,14 +18,14 @@ from typing import Any
 
 import torch
 
-import ecg_ray
 from ecg_ray import storage
 from ecg_ray.errors import CheckpointError, EcgRayError
+from ecg_ray.portable.encoder_file import read_encoder_file
+from ecg_ray.portable.formats import CHECKPOINT_FORMAT, ENCODER_FORMAT
 
 # The run directory's file names and Ray's committed checkpoint: one torch-free definition the report shares.
 from ecg_ray.run_layout import HISTORY_FILE, RAY_SNAPSHOT, STATE_FILE, committed_checkpoint_name  # noqa: F401
-from ecg_ray.train.encoder_file import read_encoder_file
-from ecg_ray.train.formats import CHECKPOINT_FORMAT, ENCODER_FORMAT
+from ecg_ray.version import __version__
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
@@ -289,7 +289,7 @@ def export_payload(run_dir: str | Path, best: bool = False) -> tuple[dict[str, A
         "input_length": int(config["data"]["crop"]),
         "input_spec": spec_from_run(config, fs).to_dict(),
         "config": config,
-        "ecg_ray_version": ecg_ray.__version__,
+        "ecg_ray_version": __version__,
     }
     return payload, checkpoint
 
@@ -358,7 +358,7 @@ def load_encoder(path: str | Path, map_location="cpu") -> torch.nn.Module:
     from ecg_ray.models import build_encoder
     from ecg_ray.portable.folder import load_portable, portable_folder
     from ecg_ray.portable.spec import InputSpec, spec_from_run
-    from ecg_ray.train.encoder_file import check_encoder_weights
+    from ecg_ray.portable.weights import check_encoder_weights
 
     if portable_folder(path) is not None:  # a folder, or a .safetensors / config.json path
         return load_portable(path, map_location)
@@ -373,3 +373,20 @@ def load_encoder(path: str | Path, map_location="cpu") -> torch.nn.Module:
         spec = spec_from_run(payload.get("config") or {}, float(payload.get("fs", 100.0)))
     encoder.input_spec = spec
     return encoder.to(map_location).eval()
+
+
+def run_encoder_source(run_dir: str):
+    """The encoder of a run's latest checkpoint (the weights ``ecg-ray export`` would write), as an
+    :class:`ecg_ray.embedding.source.EncoderSource` for ``ecg-ray embed --pretrained`` and the embedding probes."""
+    from ecg_ray.embedding.source import EncoderSource
+    from ecg_ray.portable.weights import check_encoder_weights
+
+    checkpoint = latest_checkpoint(storage.normalize(run_dir))
+    state = load_state(checkpoint)
+    config = state["config"]
+    weights = encoder_weights(state)
+    name = config["model"]["encoder"]
+    check_encoder_weights(name, weights, checkpoint)
+    return EncoderSource(name=name, state_dict=weights, fs=float(state.get("fs", 100.0)),
+                         input_length=int(config["data"]["crop"]), location=storage.normalize(run_dir),
+                         method=config["method"]["name"])

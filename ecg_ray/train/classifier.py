@@ -88,8 +88,8 @@ class MultiLabelObjective:
 
 def pretraining_method(config: Config) -> str | None:
     """The self-supervised method behind eval.encoder / eval.pretrained (None for random init)."""
+    from ecg_ray.portable.encoder_file import read_encoder_file
     from ecg_ray.train.checkpoint import latest_checkpoint, load_state
-    from ecg_ray.train.encoder_file import read_encoder_file
 
     if config.eval.encoder:
         return read_encoder_file(config.eval.encoder).get("method")
@@ -100,8 +100,9 @@ def pretraining_method(config: Config) -> str | None:
 
 def load_encoder_weights(config: Config, map_location="cpu") -> tuple[str, dict | None]:
     """(encoder name, state dict or None) from eval.encoder (exported file) or eval.pretrained (run dir)."""
+    from ecg_ray.portable.encoder_file import read_encoder_file
+    from ecg_ray.portable.weights import check_encoder_weights
     from ecg_ray.train.checkpoint import encoder_weights, latest_checkpoint, load_state
-    from ecg_ray.train.encoder_file import check_encoder_weights, read_encoder_file
 
     if config.eval.encoder and config.eval.pretrained:
         raise ConfigError("eval.encoder and eval.pretrained are exclusive; give one")

@@ -48,7 +48,7 @@ from ecg_ray.data.store import EcgStore
 from ecg_ray.data.stream import select_records, train_crops
 from ecg_ray.errors import ConfigError
 from ecg_ray.evaluation.predictions import PREDICTIONS_FILE, Predictions, save_predictions
-from ecg_ray.evaluation.scoring import predict_records, score
+from ecg_ray.evaluation.scoring import predict_records, score, scored_test_fields
 from ecg_ray.methods.registry import method_display
 from ecg_ray.run_layout import EVALUATION_FILE
 from ecg_ray.train.classifier import (  # noqa: F401  (re-exported for ecg_ray.train.trainer)
@@ -413,7 +413,6 @@ def test_evaluation(config: Config, model: nn.Module, store: EcgStore, test_idx:
     predictions = Predictions(record_ids=table["id"].astype(str).to_numpy(), probs=probs.astype(np.float32),
                               labels=store.label_matrix(label_set)[records].astype(np.uint8), label_names=names,
                               label_set=label_set)
-    nan2 = [float("nan"), float("nan")]
     evaluation = {
         "mode": config.eval.mode,
         "variant": variant_name(config),
@@ -434,16 +433,7 @@ def test_evaluation(config: Config, model: nn.Module, store: EcgStore, test_idx:
         "window": config.data.window,
         "stride": config.data.stride if config.data.window else None,
         "seed": config.seed,
-        "test_macro_auc": clean["macro_auc"],
-        "test_macro_auc_ci": clean.get("ci", nan2),
-        "test_macro_auc_reference": clean["macro_auc_reference"],
-        "test_macro_auc_reference_ci": clean.get("ci_reference", nan2),
-        "test_macro_auc_ci_unscorable_share": clean.get("ci_unscorable_share"),
-        "labels_scored": clean["labels_scored"],
-        "labels_skipped": clean["labels_skipped"],
-        "min_test_positives": min_positives,
-        "labels_excluded": clean["labels_excluded"],
-        "per_label_auc": clean["per_label_auc"],
+        **scored_test_fields(clean, min_positives),
         "test_records": int(len(records)),
         "predictions": PREDICTIONS_FILE,
         "robustness": robustness,

@@ -10,7 +10,6 @@ file the driver reads or writes goes through :mod:`ecg_ray.storage`.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,8 @@ from ecg_ray import storage
 from ecg_ray.config import Config, from_dict, to_dict
 from ecg_ray.data.store import EcgStore
 from ecg_ray.errors import ConfigError, EcgRayError
-from ecg_ray.run_layout import EVALUATION_FILE, RUN_CONFIG
+from ecg_ray.ray_cluster import ensure_ray
+from ecg_ray.run_layout import EVALUATION_FILE, RUN_CONFIG, new_run_dir
 from ecg_ray.train import collapse
 
 logger = logging.getLogger(__name__)
@@ -96,25 +96,6 @@ def check_stream_settings(config: Config) -> None:
         raise ConfigError(f"data.crop must be positive, got {config.data.crop}")
 
 
-def ensure_ray() -> None:
-    """Connect to the cluster in RAY_ADDRESS, or start a small local instance."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
-    else:
-        # A small object store: the stream moves ~12 KB crops, not whole datasets. address="local":
-        # without RAY_ADDRESS, never attach to whatever `ray start` cluster this machine last ran
-        # (Ray's default); jobs submitted with `ray job submit` get RAY_ADDRESS from Ray itself.
-        ray.init(address="local", object_store_memory=1_000_000_000, include_dashboard=False,
-                 configure_logging=False)
-    from ray.data import DataContext
-
-    DataContext.get_current().enable_progress_bars = False
-
-
 def cpus_per_worker(config: Config) -> float:
     """Leave at least one CPU to the Ray Data read tasks on a small machine (else the stream starves)."""
     if config.train.cpus_per_worker is not None:
@@ -127,20 +108,6 @@ def cpus_per_worker(config: Config) -> float:
     if total == 0 or total >= workers + 2:
         return 1.0
     return max(0.25, int((total - 1.01) / workers * 4) / 4)
-
-
-def new_run_dir(output: str | Path, method: str) -> str:
-    """A fresh ``OUTPUT/<method>-<timestamp>[-n]`` location (local path or URI)."""
-    from ecg_ray.overwrite import check_output_dir
-
-    check_output_dir(output)  # a file at --output: one line now, not a traceback once Ray runs
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    run_dir = storage.join(output, f"{method}-{stamp}")
-    suffix = 1
-    while storage.exists(run_dir):
-        suffix += 1
-        run_dir = storage.join(output, f"{method}-{stamp}-{suffix}")
-    return run_dir
 
 
 def load_run_config(run_dir: str | Path) -> dict:
@@ -353,9 +320,9 @@ def run_evaluation(config: Config, output: str | Path | None, callbacks: list | 
     """Train/evaluate one downstream model; writes RUN_DIR/evaluation.json; returns the summary."""
     import json
 
-    from ecg_ray.evaluation.embedding_evaluation import PROBE_MODES, run_embedding_probe
     from ecg_ray.evaluation.predictions import PREDICTIONS_FILE
     from ecg_ray.train.downstream import downstream_worker
+    from ecg_ray.train.embedding_evaluation import PROBE_MODES, run_embedding_probe
 
     if config.eval.mode in PROBE_MODES:  # probes on cached embeddings: fitted in the driver, no Ray Train run
         return run_embedding_probe(config, output, run_dir=run_dir)

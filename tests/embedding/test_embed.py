@@ -18,7 +18,7 @@ from ecg_ray.embedding import EncoderSource, embed_store
 from ecg_ray.embedding.parquet import read_metadata
 from ecg_ray.embedding.reading import resampled_length
 from ecg_ray.models.registry import _ENCODERS, register_encoder
-from ecg_ray.train.formats import ENCODER_FORMAT
+from ecg_ray.portable.formats import ENCODER_FORMAT
 from tests.cli import run_json
 from tests.data.synthetic_stores import grouped_store
 from tests.embedding.tiny import NAME, FailingEncoder, TinyEncoder

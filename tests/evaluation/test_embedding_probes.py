@@ -167,7 +167,7 @@ def test_knn_embeds_the_store_first_and_compare_pairs_the_runs(ray_session, ptbx
     import torch
 
     from ecg_ray.models.registry import _ENCODERS, register_encoder
-    from ecg_ray.train.formats import ENCODER_FORMAT
+    from ecg_ray.portable.formats import ENCODER_FORMAT
     from tests.embedding.tiny import NAME, TinyEncoder
 
     register_encoder(NAME)(TinyEncoder)

@@ -189,7 +189,7 @@ def test_export_to_and_load_from_s3(run_dir, s3_bucket):
 
 def test_encoder_file_readers_take_the_folder(run_dir, tmp_path):
     """``evaluate --encoder`` and ``embed --encoder`` read encoder files through read_encoder_file."""
-    from ecg_ray.train.encoder_file import read_encoder_file
+    from ecg_ray.portable.encoder_file import read_encoder_file
 
     run, weights = run_dir
     export_encoder(run, tmp_path / "encoder.pt")

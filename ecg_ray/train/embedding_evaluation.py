@@ -35,7 +35,7 @@ from ecg_ray.data.signal import CANONICAL_LEADS
 from ecg_ray.data.store import EcgStore
 from ecg_ray.errors import ConfigError
 from ecg_ray.evaluation import embedding_probes
-from ecg_ray.run_layout import EVALUATION_FILE, RUN_CONFIG
+from ecg_ray.run_layout import EVALUATION_FILE, RUN_CONFIG, new_run_dir
 
 PROBE_MODES = ("knn", "logreg")
 EMBEDDINGS_FILE = "embeddings.parquet"
@@ -74,13 +74,14 @@ def validate_probe(config: Config) -> EcgStore:
 
 def _embed_store(config: Config, store: EcgStore, run_dir: str) -> str:
     """Embed the evaluation folds of ``store`` into the run directory; returns the file."""
-    from ecg_ray.embedding import embed_store, from_encoder_file, from_run_dir, random_init
+    from ecg_ray.embedding import embed_store, from_encoder_file, random_init
+    from ecg_ray.train.checkpoint import run_encoder_source
 
     e, data = config.eval, config.data
     if e.encoder:
         source = from_encoder_file(e.encoder)
     elif e.pretrained:
-        source = from_run_dir(e.pretrained)
+        source = run_encoder_source(e.pretrained)
     else:
         source = random_init(config.model.encoder, store.fs, data.crop, seed=config.seed)
     folds = sorted({*data.train_folds, *data.val_folds, *data.test_folds})
@@ -163,10 +164,9 @@ def run_embedding_probe(config: Config, output: str | None, run_dir: str | None 
     import yaml
 
     from ecg_ray.evaluation.predictions import PREDICTIONS_FILE, Predictions, save_predictions
-    from ecg_ray.evaluation.scoring import score
+    from ecg_ray.evaluation.scoring import score, scored_test_fields
     from ecg_ray.methods.registry import method_display
     from ecg_ray.train.downstream import splits, variant_name
-    from ecg_ray.train.trainer import new_run_dir
 
     store = validate_probe(config)
     train_idx, val_idx, test_idx = splits(config, store)
@@ -209,7 +209,6 @@ def run_embedding_probe(config: Config, output: str | None, run_dir: str | None 
     if config.eval.embeddings and not config.eval.encoder:
         named.eval.encoder = encoder.get("location") or ""
     datasets = np.asarray(store.column("dataset"))[test].astype(str)
-    nan2 = [float("nan"), float("nan")]
     evaluation = {
         "mode": config.eval.mode,
         "variant": variant_name(named),
@@ -224,14 +223,7 @@ def run_embedding_probe(config: Config, output: str | None, run_dir: str | None 
         "leads": leads, "window": meta.get("window"), "stride": meta.get("stride") if meta.get("window") else None,
         "label_set": label_set, "n_labels": len(names), "label_fraction": config.data.label_fraction,
         "seed": config.seed,
-        "test_macro_auc": clean["macro_auc"],
-        "test_macro_auc_ci": clean.get("ci", nan2),
-        "test_macro_auc_reference": clean["macro_auc_reference"],
-        "test_macro_auc_reference_ci": clean.get("ci_reference", nan2),
-        "test_macro_auc_ci_unscorable_share": clean.get("ci_unscorable_share"),
-        "labels_scored": clean["labels_scored"], "labels_skipped": clean["labels_skipped"],
-        "min_test_positives": min_positives, "labels_excluded": clean["labels_excluded"],
-        "per_label_auc": clean["per_label_auc"],
+        **scored_test_fields(clean, min_positives),
         "test_records": int(len(test)), "predictions": PREDICTIONS_FILE, "robustness": [],
         "val_macro_auc": history[best]["val_macro_auc"], "best_epoch": best, "selected": selected,
         "history": history, "train_records": int(len(train)), "val_records": int(len(val)),

@@ -1,13 +1,10 @@
-"""Reading an exported encoder file and checking that its weights fit its encoder, in the driver.
+"""Reading an exported encoder file (a torch file or a safetensors folder) in the driver.
 
 ``torch.load(..., weights_only=True)`` of a file that is not ours fails with torch's own advice
 ("re-running with weights_only=False will likely succeed"), which is wrong for ecg_ray: an encoder
 file never needs it, and following it would run arbitrary code. :func:`read_encoder_file` says
 instead what the file is (not a torch file, a torch file of Python objects, truncated, a training
-checkpoint, ...). :func:`check_encoder_weights` compares the weights' keys and shapes with the
-named encoder built on the meta device (no memory, no compute), so a file whose weights do not
-fit fails before Ray starts, naming the first mismatched keys, instead of as a ``load_state_dict``
-traceback inside a worker.
+checkpoint, ...). Whether the weights fit their encoder is :mod:`ecg_ray.portable.weights`' job.
 """
 
 from __future__ import annotations
@@ -21,7 +18,7 @@ import torch
 
 from ecg_ray import storage
 from ecg_ray.errors import CheckpointError
-from ecg_ray.train.formats import CHECKPOINT_FORMAT, ENCODER_FORMAT
+from ecg_ray.portable.formats import CHECKPOINT_FORMAT, ENCODER_FORMAT
 
 #: what the first bytes of a file say it is (torch writes a zip archive, or a legacy pickle that
 #: starts with its magic number)
@@ -30,8 +27,6 @@ _TORCH_LEGACY = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19."
 _FOREIGN = ((b"\x93NUMPY", "a NumPy .npy array"), (b"\x89HDF", "an HDF5 file"), (b"\x80", "a Python pickle"),
             (b"\x1f\x8b", "a gzip file"), (b"{", "JSON or text"))
 _EXPORT_HINT = "ecg-ray export RUN_DIR --out FILE writes one"
-#: mismatched keys named in a message
-_SHOWN = 3
 
 
 def _not_encoder(path, why: str) -> CheckpointError:
@@ -112,44 +107,3 @@ def read_encoder_file(path: str, map_location="cpu") -> dict[str, Any]:
     if found != ENCODER_FORMAT or not isinstance(payload.get("state_dict"), dict) or "encoder" not in payload:
         raise _not_encoder(path, f"a torch file of format {found!r}, not {ENCODER_FORMAT!r}")
     return payload
-
-
-def _listed(items: list[str]) -> str:
-    more = f" (+{len(items) - _SHOWN} more)" if len(items) > _SHOWN else ""
-    return ", ".join(items[:_SHOWN]) + more
-
-
-def check_encoder_weights(name: str, weights: dict, source: str, in_channels: int = 12, **options) -> None:
-    """Raise CheckpointError unless ``weights`` load strictly into encoder ``name`` (same keys and shapes).
-
-    ``source`` (the file or checkpoint they came from) is named in the message with the encoder and
-    the first missing, unexpected and mis-shaped keys. ``in_channels`` and ``options`` (keyword
-    arguments of the encoder's factory, a safetensors export's ``encoder_options``) build the encoder
-    compared with; options it does not take are refused the same way.
-    """
-    from ecg_ray.models import ENCODERS, build_encoder
-
-    if name not in ENCODERS:
-        raise CheckpointError(f"{source}: encoder {name!r} is not one ecg_ray builds (known: {', '.join(ENCODERS)})")
-    not_tensors = [k for k, v in weights.items() if not isinstance(v, torch.Tensor)]
-    if not_tensors:
-        raise CheckpointError(f"{source}: the weights of {name} hold non-tensor values at {_listed(not_tensors)}")
-    with torch.device("meta"):  # shapes only: nothing is allocated or initialised
-        try:
-            built = build_encoder(name, in_channels, **options)
-        except TypeError as exc:
-            raise CheckpointError(f"{source}: encoder {name} does not take options {options} ({exc})") from None
-        expected = {k: tuple(v.shape) for k, v in built.state_dict().items()}
-    given = {k: tuple(v.shape) for k, v in weights.items()}
-    problems = []
-    missing = [k for k in expected if k not in given]
-    if missing:
-        problems.append(f"{len(missing)} missing: {_listed(missing)}")
-    unexpected = [k for k in given if k not in expected]
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected: {_listed(unexpected)}")
-    shaped = [f"{k} {list(given[k])} != {list(expected[k])}" for k in expected if k in given and given[k] != expected[k]]
-    if shaped:
-        problems.append(f"{len(shaped)} of another shape: {_listed(shaped)}")
-    if problems:
-        raise CheckpointError(f"{source}: the weights do not fit encoder {name} ({'; '.join(problems)})")
