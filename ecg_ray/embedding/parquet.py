@@ -138,6 +138,35 @@ def check_target(out: str, overwrite: bool) -> str:
     return check_file_target(out, replaceable=is_embeddings_file, what="an ecg_ray embeddings file")
 
 
+#: a staging file beside a local target whose writer may still run (its PID lives) is removed after this long
+STALE_AFTER_S = 24 * 3600.0
+
+
+def remove_stale_staging(target: Path) -> list[Path]:
+    """Remove staging files of earlier runs to ``target`` that died before renaming them (killed, out of
+    memory): those whose writer PID no longer runs here, or unchanged for :data:`STALE_AFTER_S` (a PID
+    reused since, or a writer on another machine sharing the directory). Returns what was removed."""
+    import time
+
+    removed = []
+    for path in target.parent.glob(f".{target.name}.tmp-*-*"):
+        try:
+            pid = int(path.name[len(f".{target.name}.tmp-"):].split("-", 1)[0])
+            os.kill(pid, 0)
+            alive = True
+        except ProcessLookupError:
+            alive = False
+        except (ValueError, PermissionError):
+            alive = True  # not our naming, or another user's live process: only the age rule applies
+        try:
+            if not alive or time.time() - path.stat().st_mtime > STALE_AFTER_S:
+                path.unlink()
+                removed.append(path)
+        except FileNotFoundError:
+            pass
+    return removed
+
+
 class EmbeddingWriter:
     """Rows into a staging file, moved to ``out`` by :meth:`commit`; :meth:`abort` leaves nothing.
 
@@ -155,6 +184,7 @@ class EmbeddingWriter:
             self._tmpdir = None
             target = Path(self.out)
             target.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_staging(target)
             self.staging = target.with_name(f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}")
         self._writer = pq.ParquetWriter(self.staging, file_schema)
         self._pending: list[pa.Table] = []
