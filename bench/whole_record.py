@@ -22,43 +22,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT.parent / "shared" / "data" / "ptb-xl-sample"
+sys.path.insert(0, str(ROOT / "bench"))
 
-
-def ecg_ray_command() -> list[str]:
-    beside = Path(sys.executable).parent / "ecg-ray"
-    if beside.exists():
-        return [str(beside)]
-    found = shutil.which("ecg-ray")
-    if found is None:
-        sys.exit("ecg-ray not found beside this Python or on PATH: pip install -e . first")
-    return [found]
+import quality_sample  # noqa: E402  (one CLI runner for the benchmarks that drive ecg-ray)
+from quality_sample import SAMPLE  # noqa: E402
 
 
 def run_cli(args: list[str], log: Path) -> dict:
-    """``ecg-ray ARGS --json`` with this checkout first on PYTHONPATH (Ray workers inherit it); its summary."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    start = time.perf_counter()
-    done = subprocess.run([*ecg_ray_command(), *args, "--json"], capture_output=True, text=True, cwd=ROOT,
-                          env=env, check=False)
-    log.parent.mkdir(parents=True, exist_ok=True)
-    log.write_text(f"$ ecg-ray {' '.join(args)} --json\n# exit {done.returncode}, {time.perf_counter() - start:.1f} s\n"
-                   f"--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}")
-    if done.returncode != 0:
-        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
-        sys.exit(f"ecg-ray {args[0]} exited {done.returncode}: {lines[-1] if lines else 'no message'} (log: {log})")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    """``ecg-ray ARGS --json`` (quality_sample's runner: this checkout first on PYTHONPATH); exits on failure."""
+    try:
+        return quality_sample.run_cli(args, log)
+    except RuntimeError as exc:
+        sys.exit(str(exc))
 
 
 def timed(fn, repeats: int):
